@@ -1,0 +1,197 @@
+"""Self-describing run directories: atomic saves, safe loads (no code is ever executed).
+
+    checkpoints/<run>/
+      config.json         model + training config, corpus name and SHA-256, version, metrics
+      model.safetensors   the best weights by validation loss (what generate uses)
+      tokenizer.json      the vocabulary (char runs), loadable by tokenizers.Tokenizer.from_file
+      trainer_state.pt    the latest weights, optimiser, step, RNG, carried hidden state: all that
+                          --resume needs; read with torch.load(weights_only=True)
+
+Each file is written to a temporary file in the same folder, fsynced, then moved into place
+with os.replace, so a crash leaves every file either old or new, never half written. The files
+are written state first, config.json last; the architecture and vocabulary never change within
+a run, so any mix of old and new files still loads.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, IO
+
+from chargen.errors import UserError
+
+FORMAT = 1
+CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"
+TMP_MARK = ".tmp-"
+
+
+def checkpoints_root() -> Path:
+    """Default home of runs: $CHARGEN_CHECKPOINTS, else ./checkpoints."""
+    return Path(os.environ.get("CHARGEN_CHECKPOINTS", "checkpoints"))
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file through `write(f)` so that it is replaced whole or not at all."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        what = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        raise UserError(f"cannot write {path}: {what}; the previous checkpoint is intact. "
+                        "Free some space or choose another folder with --checkpoint") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Atomically write bytes."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def clean_temporaries(run_dir: Path) -> None:
+    """Remove temporary files left by a process that was killed while saving."""
+    for leftover in Path(run_dir).glob(f".*{TMP_MARK}*"):
+        leftover.unlink(missing_ok=True)
+
+
+# -- finding runs ------------------------------------------------------------------------
+def list_runs(root: Path | None = None) -> list[Path]:
+    """Run directories under the checkpoints root, most recently written first."""
+    root = Path(root or checkpoints_root())
+    runs = [p for p in root.glob("*/") if (p / CONFIG).is_file()] if root.is_dir() else []
+    return sorted(runs, key=lambda p: (p / CONFIG).stat().st_mtime, reverse=True)
+
+
+def _available(root: Path) -> str:
+    runs = list_runs(root)
+    return ("runs in " + str(root) + ": " + ", ".join(p.name for p in runs)) if runs else \
+        f"there are no runs in {root}; train one with: chargen train FILE --run NAME"
+
+
+def resolve_run(run: str | None = None, checkpoint: str | Path | None = None) -> Path:
+    """The run directory named by --run NAME or --checkpoint PATH, else the most recent run."""
+    root = checkpoints_root()
+    if checkpoint is not None:
+        path = Path(checkpoint)
+    elif run is not None:
+        path = root / run
+    else:
+        runs = list_runs(root)
+        if not runs:
+            raise UserError(f"no run given and {_available(root)}")
+        return runs[0]
+    if not path.is_dir():
+        raise UserError(f"run {str(path)!r} does not exist; {_available(root)}")
+    return path
+
+
+def check_complete(run_dir: Path, needs: tuple[str, ...]) -> None:
+    """Raise a one-line error listing the files a run lacks."""
+    missing = [name for name in needs if not (run_dir / name).is_file()]
+    if missing:
+        raise UserError(f"run {run_dir} is incomplete: missing {', '.join(missing)}; "
+                        f"{_available(run_dir.parent)}")
+
+
+# -- config.json -------------------------------------------------------------------------
+def write_config(run_dir: Path, config: dict) -> None:
+    """Atomically write config.json (pretty, UTF-8)."""
+    text = json.dumps({"format": FORMAT, **config}, indent=2, ensure_ascii=False) + "\n"
+    atomic_write_bytes(Path(run_dir) / CONFIG, text.encode("utf-8"))
+
+
+def read_config(run_dir: Path) -> dict:
+    """Read and check config.json."""
+    path = Path(run_dir) / CONFIG
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        check_complete(Path(run_dir), (CONFIG,))
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is malformed ({e}); the run cannot be used — retrain it") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise UserError(f"{path} is not a chargen run config (no 'model' section); retrain the run")
+    if config.get("format") != FORMAT:
+        raise UserError(f"{path} has format {config.get('format')!r} (written by chargen "
+                        f"{config.get('chargen_version', '?')}); this chargen reads format {FORMAT}: "
+                        "retrain the run or use the chargen version that wrote it")
+    return config
+
+
+# -- weights -------------------------------------------------------------------------------
+def write_weights(run_dir: Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write model.safetensors from a state dict (tied weights stored once)."""
+    from safetensors.torch import save
+
+    unique, seen = {}, set()
+    for name, t in tensors.items():
+        if t.data_ptr() in seen:  # tied weight: safetensors refuses shared storage
+            continue
+        seen.add(t.data_ptr())
+        unique[name] = t.detach().to("cpu").contiguous()
+    atomic_write_bytes(Path(run_dir) / WEIGHTS, save(unique, metadata=metadata))
+
+
+def read_weights(run_dir: Path, framework: str = "pt") -> dict:
+    """Tensors of model.safetensors, as torch tensors (framework="pt") or numpy arrays ("np")."""
+    path = Path(run_dir) / WEIGHTS
+    check_complete(Path(run_dir), (WEIGHTS,))
+    try:
+        if framework == "np":
+            from safetensors.numpy import load_file
+        else:
+            from safetensors.torch import load_file
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise UserError(f"{path} is damaged or truncated ({str(e).splitlines()[0][:120]}); "
+                        "retrain, or resume from trainer_state.pt with --resume") from None
+
+
+# -- trainer state -------------------------------------------------------------------------
+def write_state(run_dir: Path, state: dict) -> None:
+    """Atomically write trainer_state.pt (tensors, numbers, strings, lists and dicts only)."""
+    import torch
+
+    atomic_write(Path(run_dir) / STATE, lambda f: torch.save(state, f))
+
+
+def read_state(run_dir: Path) -> dict:
+    """Read trainer_state.pt with weights_only=True: a pickled object is refused, never run."""
+    import pickle
+
+    import torch
+
+    path = Path(run_dir) / STATE
+    check_complete(Path(run_dir), (STATE,))
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{path} holds something other than plain tensors and numbers "
+                        f"({str(e).splitlines()[0][:100]}...); refusing to load it. Delete it to "
+                        "start the run afresh") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise UserError(f"{path} is damaged ({str(e).splitlines()[0][:120]}); delete it to start afresh") from None

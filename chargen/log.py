@@ -1,0 +1,12 @@
+"""Diagnostics for the person at the terminal: always stderr, never stdout (stdout is the product)."""
+import sys
+
+
+def info(message: str) -> None:
+    """Print one line on stderr without breaking an active tqdm progress bar."""
+    if "tqdm" in sys.modules:  # a bar may be on screen: let tqdm move it out of the way
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)

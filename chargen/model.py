@@ -1,0 +1,108 @@
+"""The recurrent models: one `RecurrentCore` shared by the character LM and the series regressor.
+
+Contract for both heads: `forward(x, hidden=None) -> (output, hidden)`, batch first.
+The loss lives in `train.py`, so one training loop serves both.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+from torch import nn
+
+from chargen.config import ModelConfig
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+# LSTM state is a (h, c) pair; RNN and GRU state is h alone. Each tensor is (layers, batch, hidden).
+Hidden = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
+
+
+def detach_hidden(hidden: Hidden | None) -> Hidden | None:
+    """Cut the graph behind a carried state (truncated BPTT); handles the LSTM (h, c) pair."""
+    if hidden is None:
+        return None
+    if isinstance(hidden, tuple):
+        return tuple(h.detach() for h in hidden)
+    return hidden.detach()
+
+
+class RecurrentCore(nn.Module):
+    """A stack of RNN/LSTM/GRU layers on the fused kernels (cuDNN / oneDNN), batch first."""
+
+    def __init__(self, cell: str, input_size: int, hidden: int, layers: int, dropout: float):
+        super().__init__()
+        self.cell = cell
+        self.rnn = CELLS[cell](input_size, hidden, layers, batch_first=True,
+                               dropout=dropout if layers > 1 else 0.0,
+                               **({"nonlinearity": "tanh"} if cell == "rnn" else {}))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Orthogonal recurrent matrices (per gate), Xavier input matrices, zero biases (LSTM forget gate 1)."""
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.cell]
+        hidden = self.rnn.hidden_size
+        for name, p in self.rnn.named_parameters():
+            if name.startswith("weight_hh"):
+                for g in range(gates):
+                    nn.init.orthogonal_(p.data[g * hidden:(g + 1) * hidden])
+            elif name.startswith("weight_ih"):
+                for g in range(gates):
+                    nn.init.xavier_uniform_(p.data[g * hidden:(g + 1) * hidden])
+            elif name.startswith("bias"):
+                nn.init.zeros_(p.data)
+                if self.cell == "lstm" and name.startswith("bias_ih"):
+                    p.data[hidden:2 * hidden] = 1.0  # remember by default: gradients flow further back
+
+    def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """x: (B, T, input_size) -> outputs (B, T, hidden) and the state after the last step."""
+        return self.rnn(x, hidden)
+
+
+class CharLM(nn.Module):
+    """Embedding -> recurrent core -> dropout -> linear logits over the characters."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.embedding)
+        self.core = RecurrentCore(config.cell, config.embedding, config.hidden, config.layers, config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.vocab_size)
+        nn.init.normal_(self.embed.weight, std=0.1)
+        if config.tie_weights:
+            self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """ids: (B, T) int64 -> logits (B, T, vocab) and the carried state."""
+        out, hidden = self.core(self.embed(ids), hidden)
+        return self.head(self.drop(out)), hidden
+
+
+class SeriesRegressor(nn.Module):
+    """Linear input projection -> the same recurrent core -> linear regressor head."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.project = nn.Linear(config.inputs, config.embedding)
+        self.core = RecurrentCore(config.cell, config.embedding, config.hidden, config.layers, config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden, config.outputs)
+
+    def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
+        """x: (B, T, inputs) -> predictions (B, T, outputs) at every step, and the state."""
+        out, hidden = self.core(self.project(x), hidden)
+        return self.head(self.drop(out)), hidden
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The model for a config's head."""
+    return CharLM(config) if config.head == "char" else SeriesRegressor(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters, counting tied weights once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,448 @@
+"""`TrainConfig` and the one training loop for both heads.
+
+The loop knows nothing about characters or numbers: a task object supplies the batches (by
+step number, so a resumed run sees exactly the data it would have seen), the loss and the
+evaluation (`TextTask` in textlm.py, `SeriesTask` in series.py). The loop owns truncated BPTT
+(the carried, detached hidden state), clipping, AdamW with warm-up and cosine decay to the end
+of the budget, mixed precision, evaluation, early stopping, checkpoints, resume, signals,
+non-finite steps, progress and data parallelism under torchrun.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from chargen import __version__
+from chargen.checkpoint import (WEIGHTS, clean_temporaries, write_config, write_state, write_weights)
+from chargen.config import TrainConfig
+from chargen.errors import UserError
+from chargen.log import info
+from chargen.model import Hidden, detach_hidden
+from chargen.runtime import Distributed, pick_device
+
+class Task(Protocol):
+    """What the loop needs from a head's data (see TextTask and SeriesTask)."""
+
+    head: str
+    carries_state: bool
+    steps_per_epoch: int
+    items_per_step: int
+    unit: str
+
+    def starts_epoch(self, step: int) -> bool: ...
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
+    def evaluate(self, model: nn.Module) -> dict: ...
+    def describe(self, metrics: dict) -> str: ...
+
+
+@dataclass
+class TrainResult:
+    """How a training call ended."""
+
+    run_dir: Path
+    status: str                 # finished | early-stopped | interrupted | diverged
+    step: int
+    metrics: dict = field(default_factory=dict)
+    signal: int | None = None
+
+
+class TrainingStopped(Exception):
+    """Training ended early in a way the command line reports with a special exit code."""
+
+    def __init__(self, result: TrainResult, message: str):
+        super().__init__(message)
+        self.result = result
+
+
+def lr_factor(step: int, progress: float, config: TrainConfig) -> float:
+    """Linear warm-up over the first steps, then cosine from 1 to lr_floor as progress goes 0 -> 1."""
+    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return warm * (config.lr_floor + (1 - config.lr_floor) * cosine)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not biases, not the embedding table)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+
+
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast type, or None for plain fp32."""
+    precision = config.precision
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+# -- the carried state across processes and checkpoints ----------------------------------------
+def _state_tensors(hidden: Hidden | None) -> list[torch.Tensor]:
+    if hidden is None:
+        return []
+    return [t.detach() for t in (hidden if isinstance(hidden, tuple) else (hidden,))]
+
+
+def _gather_rows(tensors: list[torch.Tensor], dist: Distributed) -> list[torch.Tensor]:
+    """Concatenate every rank's streams (dim 1) so the saved state is the global one."""
+    if not dist.enabled:
+        return [t.cpu() for t in tensors]
+    import torch.distributed as tdist
+
+    gathered = []
+    for t in tensors:
+        parts = [torch.empty_like(t) for _ in range(dist.world)]
+        tdist.all_gather(parts, t.contiguous())
+        gathered.append(torch.cat(parts, dim=1).cpu())
+    return gathered
+
+
+def _gather_rng(device: torch.device, dist: Distributed) -> list[torch.Tensor]:
+    """Each rank's torch RNG state (dropout): one uint8 tensor per rank."""
+    state = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+    if not dist.enabled:
+        return [state]
+    import torch.distributed as tdist
+
+    parts = [torch.empty_like(state) for _ in range(dist.world)]
+    tdist.all_gather(parts, state.to(device) if device.type == "cuda" else state)
+    return [p.cpu() for p in parts]
+
+
+def _restore_rng(states: list[torch.Tensor], device: torch.device, dist: Distributed) -> None:
+    state = states[dist.rank] if len(states) == dist.world else states[0]
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+class _Signals:
+    """SIGINT/SIGTERM end training at the next step boundary; a second signal stops at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {}
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt  # asked twice: leave now (the last checkpoint is intact)
+        self.received = signum
+        info(f"\n{signal.Signals(signum).name}: finishing this step and saving (again to quit at once)")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+# -- the loop ----------------------------------------------------------------------------------
+def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path, run_info: dict,
+          resume: dict | None = None, dist: Distributed = Distributed(),
+          should_stop: Callable[[int], bool] | None = None) -> TrainResult:
+    """Train `model` on `task` until the budget, patience or a signal ends it; save to `run_dir`.
+
+    run_info: extra config.json content (corpus, vocabulary size, series statistics...).
+    resume: a trainer_state dict to continue from exactly. should_stop(step) -> True stops like
+    an interrupt (saved, resumable). Raises TrainingStopped when interrupted or diverged.
+    """
+    config.validate()
+    device = pick_device(config.device)
+    run_dir = Path(run_dir)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        clean_temporaries(run_dir)
+    model.to(device)
+    if hasattr(model, "core"):
+        model.core.rnn.flatten_parameters()
+    net = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = make_optimizer(model, config, device)
+    amp_dtype = autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    # Progress counters: everything that --resume restores.
+    s = {"step": 0, "elapsed": 0.0, "best": math.inf, "best_metrics": {}, "evals": [],
+         "lr_scale": 1.0, "bad_total": 0, "stale": 0}
+    hidden: Hidden | None = None
+    if resume is not None:
+        hidden = _restore(resume, model, optimizer, scaler, s, task, device, dist)
+
+    if resume is None:  # the dropout stream; each rank its own (restored from the state on resume)
+        torch.manual_seed(config.rng_seed + dist.rank)
+    total_steps = _step_budget(config, task)
+    started = time.perf_counter() - s["elapsed"]
+    eval_cost = None  # seconds one evaluation takes, measured; reserved at the end of a time budget
+    last_save = time.perf_counter()
+    bad_in_row = 0
+    window_items, window_start = 0, time.perf_counter()
+    loss_avg = None
+    bar = _progress_bar(config, total_steps, s, dist) if dist.is_main else None
+
+    def progress(elapsed: float, step: int) -> float:
+        fractions = [step / total_steps] if total_steps else []
+        if config.max_time:
+            usable = max(config.max_time - (eval_cost or 0.0), 1e-9)
+            fractions.append(elapsed / usable)
+        return max(fractions)
+
+    def evaluate_and_save(final: bool) -> dict:
+        nonlocal eval_cost, last_save
+        t0 = time.perf_counter()
+        metrics = task.evaluate(model)
+        eval_cost = time.perf_counter() - t0
+        s["evals"].append({"step": s["step"], "elapsed": round(time.perf_counter() - started, 2), **metrics})
+        improved = metrics["val_loss"] < s["best"]
+        if improved:
+            s["best"] = metrics["val_loss"]
+            s["best_metrics"] = {**metrics, "step": s["step"]}
+            s["stale"] = 0
+        else:
+            s["stale"] += 1
+        _save(run_dir, model, optimizer, scaler, config, task, run_info, s, hidden, device, dist,
+              time.perf_counter() - started, weights=improved)
+        last_save = time.perf_counter()
+        if dist.is_main:
+            line = f"step {s['step']}: {task.describe(metrics)}" + ("  (best)" if improved else "")
+            preview = getattr(task, "preview", None)
+            if preview is not None and not final:
+                line += "\n  " + preview(model).replace("\n", "\n  ")
+            info(line)
+        return metrics
+
+    next_eval = _next_eval_mark(config, progress(s["elapsed"], s["step"]))
+    with _Signals() as signals:
+        model.train()
+        try:
+            while True:
+                step = s["step"]
+                now = time.perf_counter()
+                p = progress(now - started, step)
+                last_eval_step = s["evals"][-1]["step"] if s["evals"] else -1
+                # Every decision that depends on a clock or a signal is agreed by all ranks.
+                finished, interrupted, eval_due, save_due = _agree([
+                    p >= 1.0 or bool(total_steps and step >= total_steps),
+                    signals.received is not None or (should_stop is not None and should_stop(step)),
+                    step > 0 and step != last_eval_step and (
+                        step % config.eval_every == 0 if config.eval_every else p >= next_eval),
+                    now - last_save > config.save_every,
+                ], dist, device)
+                if interrupted or finished:
+                    status = "interrupted" if interrupted else "finished"
+                    break
+                if eval_due:
+                    evaluate_and_save(final=False)
+                    next_eval = _next_eval_mark(config, progress(time.perf_counter() - started, step))
+                    if config.patience and s["stale"] >= config.patience:
+                        status = "early-stopped"
+                        break
+                elif save_due:
+                    _save(run_dir, model, optimizer, scaler, config, task, run_info, s, hidden, device, dist,
+                          now - started, weights=False)
+                    last_save = time.perf_counter()
+
+                if task.carries_state and task.starts_epoch(step):
+                    hidden = None
+                lr = config.lr * s["lr_scale"] * lr_factor(step, p, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = task.batch(step)
+                with autocast():
+                    output, new_hidden = net(x, hidden if task.carries_state else None)
+                    loss = task.loss(output, y)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                norm = torch.nn.utils.clip_grad_norm_(params, config.clip)
+                # The norm is of the all-reduced gradients, so every rank takes the same branch.
+                loss_value, norm_value = loss.item(), norm.item()  # CPU: free; CUDA: one sync per step
+                if math.isfinite(norm_value):
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    hidden = detach_hidden(new_hidden) if task.carries_state else None
+                    bad_in_row = 0
+                    loss_avg = loss_value if loss_avg is None else 0.95 * loss_avg + 0.05 * loss_value
+                elif scaler is not None and math.isfinite(loss_value):
+                    scaler.update()  # fp16 overflow: the scaler lowers its scale; not a bad step
+                else:
+                    # Skip the update, keep the state from before this step, halve the learning rate.
+                    bad_in_row += 1
+                    s["bad_total"] += 1
+                    s["lr_scale"] *= 0.5
+                    if dist.is_main:
+                        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+                        info(f"step {step}: non-finite {what} (loss {loss_value:.4g}, norm {norm_value:.4g}); "
+                             f"step skipped, learning rate halved ({s['bad_total']} skipped so far)")
+                    if bad_in_row >= config.max_bad_steps:
+                        status = "diverged"
+                        break
+                s["step"] = step + 1
+                window_items += task.items_per_step
+                if bar is not None:
+                    rate = window_items / max(time.perf_counter() - window_start, 1e-9)
+                    _update_bar(bar, config, s, time.perf_counter() - started, loss_avg, lr, rate, task)
+                    if window_items > 20 * task.items_per_step:
+                        window_items, window_start = 0, time.perf_counter()
+        finally:
+            if bar is not None:
+                bar.close()
+
+        elapsed = time.perf_counter() - started
+        if status == "diverged":
+            raise TrainingStopped(TrainResult(run_dir, status, s["step"], s["best_metrics"]),
+                                  f"training diverged: {config.max_bad_steps} non-finite steps in a row, the last at "
+                                  f"step {s['step']}; the last good checkpoint is kept in {run_dir}. "
+                                  "Lower --lr (or --clip) and --resume")
+        if status == "interrupted":
+            # Save fast: no evaluation. Weights too when no evaluated ones exist yet, so the run is usable.
+            _save(run_dir, model, optimizer, scaler, config, task, run_info, s, hidden, device, dist, elapsed,
+                  weights=not (run_dir / WEIGHTS).exists())
+            result = TrainResult(run_dir, status, s["step"], s["best_metrics"], signal=signals.received)
+            raise TrainingStopped(result, f"interrupted at step {s['step']}; the run is saved in {run_dir}. "
+                                          f"Resume with: chargen train --resume --checkpoint {run_dir}")
+        if not s["evals"] or s["evals"][-1]["step"] != s["step"]:
+            evaluate_and_save(final=True)
+    return TrainResult(run_dir, status, s["step"], s["best_metrics"])
+
+
+def _agree(flags: list[bool], dist: Distributed, device: torch.device) -> list[bool]:
+    """Under DDP, a flag raised on any rank is raised on all (one small all-reduce per step)."""
+    if not dist.enabled:
+        return flags
+    import torch.distributed as tdist
+
+    tensor = torch.tensor([int(f) for f in flags], device=device)
+    tdist.all_reduce(tensor, op=tdist.ReduceOp.MAX)
+    return [bool(v) for v in tensor.tolist()]
+
+
+def _step_budget(config: TrainConfig, task: Task) -> int:
+    """The step limit from --max-steps and --epochs (0 when only time limits the run)."""
+    limits = [config.max_steps] if config.max_steps else []
+    if config.epochs:
+        limits.append(max(1, round(config.epochs * task.steps_per_epoch)))
+    return min(limits) if limits else 0
+
+
+def _next_eval_mark(config: TrainConfig, progress: float) -> float:
+    """With automatic evaluation, evaluate at each fifth of the budget."""
+    return (math.floor(progress * 5 + 1e-9) + 1) / 5
+
+
+def _progress_bar(config: TrainConfig, total_steps: int, s: dict, dist: Distributed):
+    from tqdm import tqdm
+
+    if total_steps:
+        return tqdm(total=total_steps, initial=s["step"], unit="step", file=sys.stderr, disable=None,
+                    dynamic_ncols=True, desc="train")
+    return tqdm(total=round(config.max_time), initial=min(round(s["elapsed"]), round(config.max_time)), unit="s",
+                file=sys.stderr, disable=None, dynamic_ncols=True, desc="train",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+
+
+def _update_bar(bar, config: TrainConfig, s: dict, elapsed: float, loss_avg, lr: float, rate: float, task) -> None:
+    if config.max_steps or config.epochs:
+        bar.update(s["step"] - bar.n)
+    else:
+        bar.update(min(elapsed, config.max_time) - bar.n)
+    if s["step"] % 5 == 0 and loss_avg is not None:
+        postfix = {"step": s["step"], "loss": f"{loss_avg:.3f}"}
+        if task.head == "char":
+            postfix["bpc"] = f"{loss_avg / math.log(2):.3f}"
+        postfix.update({"lr": f"{lr:.2e}", f"{task.unit}/s": f"{rate:,.0f}"})
+        bar.set_postfix(postfix, refresh=False)
+
+
+def _save(run_dir: Path, model: nn.Module, optimizer, scaler, config: TrainConfig, task: Task, run_info: dict,
+          s: dict, hidden: Hidden | None, device: torch.device, dist: Distributed, elapsed: float,
+          weights: bool) -> None:
+    """Write the run: trainer_state.pt (all ranks' data), model.safetensors when asked, config.json last."""
+    s["elapsed"] = elapsed
+    hidden_global = _gather_rows(_state_tensors(hidden), dist)  # collective: every rank takes part
+    rng = _gather_rng(device, dist)
+    if not dist.is_main:
+        return
+    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_state(run_dir, {
+        "step": s["step"], "elapsed": elapsed, "best": s["best"], "best_metrics": s["best_metrics"],
+        "evals": s["evals"], "lr_scale": s["lr_scale"], "bad_total": s["bad_total"], "stale": s["stale"],
+        "model": state_dict, "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "hidden": hidden_global, "rng": rng, "world": dist.world,
+    })
+    if weights:
+        write_weights(run_dir, model.state_dict(), metadata={"step": str(s["step"])})
+    write_config(run_dir, {
+        "chargen_version": __version__,
+        "model": model.config.to_dict(),
+        "train": config.to_dict(),
+        **run_info,
+        "metrics": {**_rounded(s["best_metrics"]), "steps": s["step"], "elapsed_s": round(elapsed, 1),
+                    "items_seen": s["step"] * task.items_per_step, "skipped_steps": s["bad_total"]},
+        "evals": [_rounded(e) for e in s["evals"]],
+    })
+
+
+def _rounded(d: dict) -> dict:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}
+
+
+def _restore(state: dict, model: nn.Module, optimizer, scaler, s: dict, task: Task, device: torch.device,
+             dist: Distributed) -> Hidden | None:
+    """Put back everything a checkpoint holds; returns this rank's carried hidden state."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(f"trainer_state.pt does not fit this model ({str(e).splitlines()[0][:120]}); "
+                        "the run was trained with other settings: start a new run") from None
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    for key in ("step", "elapsed", "best", "best_metrics", "evals", "lr_scale", "bad_total", "stale"):
+        s[key] = state[key]
+    _restore_rng(state["rng"], device, dist)
+    if state.get("world", 1) != dist.world and dist.is_main:
+        info(f"resuming with {dist.world} processes, saved with {state.get('world', 1)}: the data position and "
+             "hidden state carry over, but dropout random streams restart, so the run is not bit-identical")
+    tensors = state["hidden"]
+    if not tensors or not task.carries_state:
+        return None
+    per_rank = tensors[0].shape[1] // dist.world
+    rows = slice(dist.rank * per_rank, (dist.rank + 1) * per_rank)
+    tensors = [t[:, rows].to(device) for t in tensors]
+    return tuple(tensors) if len(tensors) == 2 else tensors[0]
