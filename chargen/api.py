@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 from typing import Callable, Iterator
 
-from chargen.checkpoint import (CONFIG, STATE, TOKENIZER, WEIGHTS, check_complete, checkpoints_root, read_config,
-                                read_state, read_weights, resolve_run)
+from chargen.checkpoint import (CONFIG, STATE, TOKENIZER, WEIGHTS, check_complete, checkpoints_root, make_run_dir,
+                                read_config, read_state, read_weights, resolve_run)
 from chargen.config import ModelConfig, TrainConfig, parse_duration
-from chargen.errors import UserError
+from chargen.errors import UserError, first_line
 from chargen.log import info
 from chargen.sample import SamplingSettings
 from chargen.vocab import UNK_ID, Vocab
@@ -55,44 +55,49 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     import torch
 
     from chargen.batches import fit_layout
-    from chargen.corpus import char_counts, encode_chunked, read_text, split_train_val, warn_large_alphabet
+    from chargen.corpus import encode_chunked, read_text, split_train_val
+    from chargen.corpus_cache import corpus_name, open_corpus
     from chargen.model import build_model, count_parameters
-    from chargen.runtime import init_distributed, pick_device, tune_allocator
+    from chargen.runtime import close_distributed, init_distributed, pick_device, tune_allocator
     from chargen.textlm import TextTask
-    from chargen.train import train as train_loop
+    from chargen.train import TrainingStopped, autocast_dtype, train as train_loop
 
     model_config = model or ModelConfig()
     config = config or TrainConfig()
     if max_time is not None:
         config.max_time = parse_duration(max_time) if isinstance(max_time, str) else float(max_time)
     source = _corpus_source(corpus)
-    text = read_text(source, encoding=encoding, normalize=normalize, allow_binary=allow_binary)
-    run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or text.name)
+    run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or corpus_name(source))
 
-    state = None
+    state, vocab, trained_on = None, None, None
     if resume:
         saved = read_config(run_dir)
         check_complete(run_dir, (TOKENIZER, STATE))
         if saved["model"].get("head") != "char":
             raise UserError(f"{run_dir} is a time-series run; resume it with: chargen series train --resume")
-        if saved["corpus"]["sha256"] != text.sha256:
-            raise UserError(f"--resume: {source} is not the corpus this run was trained on "
-                            f"({saved['corpus']['name']}, SHA-256 {saved['corpus']['sha256'][:12]}...); "
-                            "pass the same corpus or start a new --run")
+        trained_on = saved["corpus"]  # open_corpus refuses another corpus
         vocab = Vocab.load(run_dir / TOKENIZER)
         model_config = ModelConfig.from_dict(saved["model"])
         config = dataclasses.replace(TrainConfig.from_dict(saved["train"]), **(overrides or {}))
         val_fraction = saved["corpus"].get("val_fraction", val_fraction)
+        # The same bytes (checked by SHA-256) read another way would give characters outside the
+        # run's vocabulary: a resumed run reads its corpus exactly as it was first read.
+        encoding = saved["corpus"].get("encoding", encoding)
+        normalize = saved["corpus"].get("normalize", normalize)
         state = read_state(run_dir)
     else:
         if run_dir.exists() and (run_dir / CONFIG).exists():
             raise UserError(f"run {run_dir} already exists; continue it with --resume, or choose another --run")
-        counts = char_counts(text.text)
-        warn_large_alphabet(counts, text.name)
-        vocab = Vocab(sorted(counts), normalize=normalize)
     config.with_default_budget().validate()
+    model_config.validate()  # before the corpus is read and cached: a mistake costs nothing
 
-    ids = encode_chunked(vocab, text.text)
+    tune_allocator()
+    device = pick_device(config.device)
+    dist = init_distributed(device)  # first: rank 0 encodes the corpus once, every rank maps it
+    # The corpus as ids, memory-mapped from its cache in the run directory (a new run: vocabulary from the text).
+    text = open_corpus(source, run_dir, encoding=encoding, normalize=normalize, allow_binary=allow_binary,
+                       vocab=vocab, trained_on=trained_on, dist=dist)
+    vocab, ids = text.vocab, text.ids
     if val_file is not None:
         val_text = read_text(Path(val_file), encoding=encoding, normalize=normalize, allow_binary=allow_binary)
         train_ids, val_ids = ids, encode_chunked(vocab, val_text.text)
@@ -112,9 +117,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         info(f"the validation text has {len(val_ids)} characters, fewer than one chunk ({config.seq_len}); "
              "validation figures will be noisy")
 
-    tune_allocator()
-    device = pick_device(config.device)
-    dist = init_distributed(device)
+    precision_names = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}
     model_config.head = "char"
     model_config.vocab_size = len(vocab)
     torch.manual_seed(config.rng_seed)
@@ -127,7 +130,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         "vocab_size": len(vocab),
     }
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(run_dir)
         if not resume:
             vocab.save(run_dir / TOKENIZER)
         budget = ", ".join(part for part in (
@@ -138,29 +141,49 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
              f"{model_config.cell.upper()} ({count_parameters(net) / 1e6:.2f}M parameters), vocabulary {len(vocab)}, "
              f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
              f"{config.batch_size} streams x {config.seq_len}, on {device}"
-             + (f" x {dist.world} processes" if dist.enabled else "") + f"; budget {budget}")
-    return train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
+             + (f" x {dist.world} processes" if dist.enabled else "")
+             + f", {precision_names[autocast_dtype(config, device)]}; budget {budget}")
+    try:
+        result = train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
+    except TrainingStopped:  # every rank stopped together: leave the process group cleanly
+        close_distributed(dist)
+        raise
+    close_distributed(dist)
+    return result
 
 
 def load(run: str | Path | None = None, device: str = "cpu"):
-    """(model, vocab, config) of a char run: the best weights, in eval mode, on `device`."""
+    """(model, vocab, config) of a run: the best weights, in eval mode, on `device` (vocab None for a series run)."""
     import torch
 
     from chargen.model import build_model
 
     run_dir = run_path(run)
     config = read_config(run_dir)
-    check_complete(run_dir, (WEIGHTS, TOKENIZER))
-    vocab = Vocab.load(run_dir / TOKENIZER)
     model_config = ModelConfig.from_dict(config["model"])
-    model = build_model(model_config)
+    char = model_config.head == "char"
+    check_complete(run_dir, (WEIGHTS, TOKENIZER) if char else (WEIGHTS,))
+    vocab = Vocab.load(run_dir / TOKENIZER) if char else None
     tensors = read_weights(run_dir)
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    layers = sum(name.startswith("core.rnn.weight_hh_l") for name in tensors)
+    if model_config.layers != layers:  # checked first: building a model of a damaged layer count could take forever
+        raise UserError(f"{run_dir / CONFIG} says {model_config.layers} layers but {WEIGHTS} holds {layers}; "
+                        "the run is inconsistent — retrain it")
+    try:
+        with torch.device("meta"):  # shapes only: a damaged config.json must not allocate a huge model
+            shapes = {k: tuple(v.shape) for k, v in build_model(model_config).state_dict().items()}
+    except (RuntimeError, TypeError, OverflowError, ValueError) as e:  # sizes beyond any tensor
+        raise UserError(f"{run_dir / CONFIG} describes a model that cannot be built ({first_line(e)}); "
+                        "the run cannot be used — retrain it") from None
     tied = {"head.weight"} if model_config.tie_weights else set()
-    if set(missing) - tied or unexpected:
-        raise UserError(f"{run_dir / WEIGHTS} does not match config.json (missing {sorted(set(missing) - tied)[:3]}, "
-                        f"unexpected {sorted(unexpected)[:3]}); the run is inconsistent — retrain it")
-    if model_config.head == "char" and model_config.vocab_size != len(vocab):
+    missing, unexpected = sorted(shapes.keys() - tensors.keys() - tied), sorted(tensors.keys() - shapes.keys())
+    wrong = sorted(k for k in shapes.keys() & tensors.keys() if tuple(tensors[k].shape) != shapes[k])
+    if missing or unexpected or wrong:
+        raise UserError(f"{run_dir / WEIGHTS} does not match config.json (missing {missing[:3]}, unexpected "
+                        f"{unexpected[:3]}, wrong shape {wrong[:3]}); the run is inconsistent — retrain it")
+    model = build_model(model_config)
+    model.load_state_dict(tensors, strict=False)
+    if char and model_config.vocab_size != len(vocab):
         raise UserError(f"{run_dir}: tokenizer.json has {len(vocab)} ids, the model {model_config.vocab_size}")
     model.to(torch.device(device)).eval()
     model.core.rnn.flatten_parameters()
@@ -178,6 +201,8 @@ def evaluate(run: str | Path | None, text_file: str | Path, encoding: str = "utf
     from chargen.textlm import evaluate_text
 
     model, vocab, config = load(run, device="cpu")
+    if vocab is None:
+        raise UserError(f"{config['series']['name']!r} is a time-series run; evaluate it with: chargen series eval")
     dev = pick_device(device)
     model.to(dev)
     text = read_text(Path(text_file), encoding=encoding, normalize=vocab.normalize)

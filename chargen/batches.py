@@ -85,7 +85,7 @@ def fit_layout(n_ids: int, streams: int, seq_len: int) -> tuple[int, int]:
         t = max(2, t // 2)
     if not fits(b, t):
         raise UserError(f"the training text has {n_ids} characters; at least 4 are needed "
-                        f"({streams * seq_len * 2} for --batch-size {streams} x --seq-len {seq_len})")
+                        f"({(streams + 1) * seq_len} for --batch-size {streams} x --seq-len {seq_len})")
     return b, t
 
 
@@ -94,15 +94,17 @@ def eval_chunks(ids: np.ndarray, streams: int, seq_len: int) -> Iterator[tuple[n
 
     The N-1 targets are laid out as B consecutive streams of ceil((N-1)/B) ids; the tail of the
     last stream is padded with target -1 (ignored by the loss). Carry the state across chunks.
+    Each chunk is gathered from `ids` when it is needed (a memory map stays a memory map): no
+    int64 copy of the whole text.
     """
     n_targets = len(ids) - 1
     streams = max(1, min(streams, n_targets // max(seq_len, 1)))
     length = -(-n_targets // streams)  # ceil
-    x = np.zeros(streams * length, dtype=np.int64)
-    y = np.full(streams * length, -1, dtype=np.int64)
-    x[:n_targets] = ids[:-1]
-    y[:n_targets] = ids[1:]
-    x, y = x.reshape(streams, length), y.reshape(streams, length)
+    first = np.arange(streams)[:, None] * length  # (B, 1): text position of each stream's first input
     for start in range(0, length, seq_len):
-        yield x[:, start:start + seq_len], y[:, start:start + seq_len]
+        pos = first + np.arange(start, min(start + seq_len, length))[None, :]  # (B, t) input positions
+        inside = pos < n_targets
+        x = np.where(inside, ids[np.minimum(pos, n_targets - 1)].astype(np.int64), 0)
+        y = np.where(inside, ids[np.minimum(pos + 1, n_targets)].astype(np.int64), -1)
+        yield x, y
 

@@ -20,11 +20,14 @@ import os
 from pathlib import Path
 from typing import Any, Callable, IO
 
-from chargen.errors import UserError
+from chargen.errors import UserError, first_line
 
 FORMAT = 1
 CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"
 TMP_MARK = ".tmp-"
+# What train() writes into trainer_state.pt and reads back on --resume.
+STATE_KEYS = frozenset({"step", "elapsed", "best", "best_metrics", "evals", "lr_scale", "bad_total", "stale",
+                        "model", "optimizer", "rng", "hidden"})
 
 
 def checkpoints_root() -> Path:
@@ -108,8 +111,19 @@ def resolve_run(run: str | None = None, checkpoint: str | Path | None = None) ->
     return path
 
 
+def make_run_dir(run_dir: Path) -> None:
+    """Create a run folder (and its parents), or say in one line why it cannot be created."""
+    try:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {run_dir}: {e.strerror or e}; "
+                        "choose another --run or --checkpoint") from None
+
+
 def check_complete(run_dir: Path, needs: tuple[str, ...]) -> None:
     """Raise a one-line error listing the files a run lacks."""
+    if not Path(run_dir).is_dir():
+        raise UserError(f"run {str(run_dir)!r} does not exist; {_available(checkpoints_root())}")
     missing = [name for name in needs if not (run_dir / name).is_file()]
     if missing:
         raise UserError(f"run {run_dir} is incomplete: missing {', '.join(missing)}; "
@@ -131,15 +145,43 @@ def read_config(run_dir: Path) -> dict:
     except FileNotFoundError:
         check_complete(Path(run_dir), (CONFIG,))
         raise
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path} is malformed ({e}); the run cannot be used — retrain it") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is malformed ({first_line(e)}); the run cannot be used — retrain it") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise UserError(f"{path} is not a chargen run config (no 'model' section); retrain the run")
     if config.get("format") != FORMAT:
         raise UserError(f"{path} has format {config.get('format')!r} (written by chargen "
                         f"{config.get('chargen_version', '?')}); this chargen reads format {FORMAT}: "
                         "retrain the run or use the chargen version that wrote it")
+    _check_model_section(path, config["model"])
     return config
+
+
+def _check_model_section(path: Path, model: dict) -> None:
+    """Refuse a damaged model section here, in one line, rather than crash while building the model."""
+    from dataclasses import fields
+
+    from chargen.config import ModelConfig
+
+    missing = [name for name in ("cell", "hidden", "layers", "head") if name not in model]
+    if missing:
+        raise UserError(f"{path} lacks model.{', model.'.join(missing)}; the run cannot be used — retrain it")
+    for f in fields(ModelConfig):
+        kind = type(f.default)
+        if f.name not in model or kind not in (bool, int, float, str):
+            continue
+        value = model[f.name]
+        # JSON has one number type: an integer is a fine float; true/false are no numbers here.
+        accepted = (int, float) if kind is float else kind
+        if not isinstance(value, accepted) or (kind is not bool and isinstance(value, bool)):
+            what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+            raise UserError(f"{path}: model.{f.name} is {value!r}, not {what}; the run cannot be used — retrain it")
+    try:
+        ModelConfig.from_dict(model).validate()
+        if model["head"] == "char" and model.get("vocab_size", 0) < 2:
+            raise ValueError(f"a vocabulary of {model.get('vocab_size', 0)} ids")
+    except (UserError, ValueError) as e:
+        raise UserError(f"{path} holds impossible model settings ({e}); the run cannot be used — retrain it") from None
 
 
 # -- weights -------------------------------------------------------------------------------
@@ -167,7 +209,7 @@ def read_weights(run_dir: Path, framework: str = "pt") -> dict:
             from safetensors.torch import load_file
         return load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise UserError(f"{path} is damaged or truncated ({str(e).splitlines()[0][:120]}); "
+        raise UserError(f"{path} is damaged or truncated ({first_line(e)}); "
                         "retrain, or resume from trainer_state.pt with --resume") from None
 
 
@@ -182,16 +224,31 @@ def write_state(run_dir: Path, state: dict) -> None:
 def read_state(run_dir: Path) -> dict:
     """Read trainer_state.pt with weights_only=True: a pickled object is refused, never run."""
     import pickle
+    import warnings
 
     import torch
 
     path = Path(run_dir) / STATE
     check_complete(Path(run_dir), (STATE,))
+    # Its model.safetensors (the best weights) is a separate file: still fine for generate and eval.
+    fresh = "start a new --run (model.safetensors, the best weights, still works for generate)"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickle protocols: the error below says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"{path} holds something other than plain tensors and numbers "
-                        f"({str(e).splitlines()[0][:100]}...); refusing to load it. Delete it to "
-                        "start the run afresh") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"{path} is damaged ({str(e).splitlines()[0][:120]}); delete it to start afresh") from None
+        # The weights-only unpickler names a forbidden import as "GLOBAL module.name".
+        objects = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line]
+        if objects:
+            raise UserError(f"{path} holds Python objects, not only tensors and numbers ({objects[0][:100]}); "
+                            f"refusing to load it, as loading could run code. Unless you know where it came "
+                            f"from, delete the file and {fresh}") from None
+        raise UserError(f"{path} is damaged (it does not read as a PyTorch checkpoint); it cannot be resumed: "
+                        f"{fresh}") from None
+    except Exception as e:  # torch raises many types for damaged files (RuntimeError, EOFError, KeyError...)
+        raise UserError(f"{path} is damaged ({first_line(e)}); it cannot be resumed: {fresh}") from None
+    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
+        raise UserError(f"{path} is not a chargen trainer state (it lacks "
+                        f"{sorted(STATE_KEYS - (state.keys() if isinstance(state, dict) else set()))[:4]}); "
+                        f"it cannot be resumed: {fresh}")
+    return state

@@ -71,7 +71,7 @@ class TrainConfig:
     save_every: float = 600.0   # seconds between checkpoints even without evaluation
     patience: int = 0           # evaluations without improvement before stopping; 0 = never
     device: str = "auto"
-    precision: str = "auto"     # auto = bf16/fp16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"     # auto = bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32
     rng_seed: int = 1337
     max_bad_steps: int = 5      # non-finite steps in a row before giving up
 

@@ -5,7 +5,9 @@ that says what to do; recoveries (line endings, a large alphabet) are announced 
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,9 @@ from chargen.log import info
 LARGE_ALPHABET = 3000
 # Fraction of control characters (other than tab, newline, form feed) that marks a file as binary.
 BINARY_CONTROL_FRACTION = 0.05
+# Characters counted or encoded per slice of a long text: bounds the temporary code-point and index
+# buffers (np.bincount widens its input to int64: 32 MB per slice) whatever the corpus size.
+ENCODE_SLICE = 1 << 22
 
 
 @dataclass
@@ -58,6 +63,12 @@ def _decode(path: Path, data: bytes, encoding: str, allow_binary: bool) -> str:
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: invalid {e.encoding} at byte offset {e.start} (byte 0x{data[e.start]:02x}); "
                         "convert the file to UTF-8 or pass --encoding (e.g. --encoding latin-1)") from None
+    # Strict UTF-8 never yields a lone surrogate, but escape codecs (unicode_escape...) can, and a
+    # surrogate is no character: it cannot be written to tokenizer.json or printed.
+    lone = None if codecs.lookup(encoding).name == "utf-8" else re.search("[\ud800-\udfff]", text)
+    if lone:
+        raise UserError(f"{path} read as {encoding} gives a lone surrogate code point (U+{ord(lone.group()):04X} at "
+                        f"character {lone.start()}), which is not text; pass another --encoding")
     if text.startswith("\ufeff"):  # a byte-order mark is file metadata, not text
         text = text[1:]
     if not allow_binary and text:
@@ -97,16 +108,18 @@ def read_text(path: Path, encoding: str = "utf-8", normalize: bool = True,
             raise UserError(f"cannot read {file}: {e.strerror}") from None
         digest.update(data)
         part = _decode(file, data, encoding, allow_binary)
+        del data  # the bytes and the text would otherwise both stay in memory until the end
         if parts and parts[-1] and not parts[-1].endswith(("\n", "\r")):
             parts.append("\n")
         parts.append(part)
-    text = normalize_newlines("".join(parts), path.name)
-    if normalize:
-        text = unicodedata.normalize("NFC", text)
+    text = "".join(parts)
     if not text:
         raise UserError(f"{path} is empty; give a text file with some text in it")
-    if not text.strip():
+    if text.isspace():  # (not text.strip(): that copies the whole text)
         raise UserError(f"{path} holds only whitespace; give a text file with some text in it")
+    text = normalize_newlines(text, path.name)  # after the checks: no notice about a refused file
+    if normalize:
+        text = unicodedata.normalize("NFC", text)
     return Text(name=path.stem if path.is_file() else path.name, text=text,
                 sha256=digest.hexdigest(), files=files)
 
@@ -116,9 +129,8 @@ def char_counts(text: str) -> dict[str, int]:
     from chargen.vocab import codepoints
 
     counts = np.zeros(0, dtype=np.int64)
-    step = 1 << 24  # 16M characters at a time keeps the UTF-32 buffer at 64 MB
-    for start in range(0, len(text), step):
-        c = np.bincount(codepoints(text[start:start + step]))
+    for start in range(0, len(text), ENCODE_SLICE):
+        c = np.bincount(codepoints(text[start:start + ENCODE_SLICE]))
         if len(c) > len(counts):
             c[: len(counts)] += counts
             counts = c
@@ -138,11 +150,10 @@ def warn_large_alphabet(counts: dict[str, int], name: str) -> None:
 
 
 def encode_chunked(vocab, text: str) -> np.ndarray:
-    """Encode a long text in slices so the UTF-32 buffer never holds the whole text at once."""
+    """Encode a long text slice by slice, so the code-point buffers never hold the whole text at once."""
     out = np.empty(len(text), dtype=vocab.dtype)
-    step = 1 << 24
-    for start in range(0, len(text), step):
-        piece = text[start:start + step]
+    for start in range(0, len(text), ENCODE_SLICE):
+        piece = text[start:start + ENCODE_SLICE]
         # Slices of an NFC text are NFC already; encode without normalising again.
         out[start:start + len(piece)] = vocab.encode_normalized(piece)
     return out
@@ -150,6 +161,9 @@ def encode_chunked(vocab, text: str) -> np.ndarray:
 
 def split_train_val(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """The first (1 - val_fraction) of the stream for training, the last part for validation."""
+    if not 0 < val_fraction < 1:  # also refuses NaN
+        raise UserError(f"--val-fraction must be between 0 and 1 (exclusive), not {val_fraction}; "
+                        "or validate on another file with --val-file")
     n_val = int(round(len(ids) * val_fraction))
     if val_fraction > 0 and n_val < 2:
         raise UserError(f"--val-fraction {val_fraction} leaves {n_val} validation characters of {len(ids)}; "

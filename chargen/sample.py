@@ -27,8 +27,9 @@ class SamplingSettings:
 
     def validate(self) -> "SamplingSettings":
         """Refuse impossible values, naming the option."""
-        if not self.temperature >= 0:
-            raise UserError(f"--temperature must be >= 0 (0 = always the likeliest character), not {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):
+            raise UserError(f"--temperature must be a number >= 0 (0 = always the likeliest character), "
+                            f"not {self.temperature}")
         if self.top_k < 0:
             raise UserError(f"--top-k must be >= 0 (0 = no limit), not {self.top_k}")
         if not 0 < self.top_p <= 1:
@@ -49,11 +50,14 @@ def next_char_probs(logits: np.ndarray, settings: SamplingSettings) -> np.ndarra
         probs = np.zeros_like(logits)
         probs[np.arange(B), logits.argmax(axis=1)] = 1.0
         return probs
-    logits /= settings.temperature
+    # Shift the largest logit to 0 before dividing: a tiny temperature then sends the others to -inf
+    # (probability 0) instead of overflowing to inf - inf = nan.
+    logits -= logits.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        logits /= settings.temperature
     if 0 < settings.top_k < V:
         kth = np.partition(logits, V - settings.top_k, axis=1)[:, V - settings.top_k][:, None]
         logits[logits < kth] = -np.inf
-    logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)
     if settings.top_p < 1:
@@ -117,8 +121,19 @@ class Sampler:
 
     def feed(self, ids: np.ndarray) -> None:
         """Advance every stream over the same ids (priming), keeping the logits after the last."""
-        for i in np.asarray(ids, dtype=np.int64):
-            self.logits, self.state = self.stepper.step(np.full(self.streams, i), self.state)
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        # Streams in one state (after reset, or primed together) stay identical under the same ids:
+        # step one of them and copy it (a 64-stream seed costs one stream's time, not 64).
+        # States are tuples of batch-first arrays (see NumpyStepper).
+        rows = 1 if all((s == s[:1]).all() for s in self.state) else self.streams
+        state = tuple(s[:rows] for s in self.state)
+        for i in ids:
+            logits, state = self.stepper.step(np.full(rows, i), state)
+        copies = self.streams // rows
+        self.logits = np.repeat(logits, copies, axis=0)
+        self.state = tuple(np.repeat(s, copies, axis=0) for s in state)
 
     def stream(self, length: int, settings: SamplingSettings, rng: np.random.Generator,
                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

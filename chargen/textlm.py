@@ -32,14 +32,15 @@ def evaluate_text(model: nn.Module, ids: np.ndarray, streams: int = 64, seq_len:
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    chunks = list(eval_chunks(ids, streams, seq_len))
-    rows = chunks[0][0].shape[0]
-    share = slice(dist.rank * rows // dist.world, (dist.rank + 1) * rows // dist.world)
+    share = None
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     losses = []
     hidden = None
-    for x, y in chunks:
+    for x, y in eval_chunks(ids, streams, seq_len):
+        if share is None:  # this rank's streams (all of them without DDP)
+            rows = x.shape[0]
+            share = slice(dist.rank * rows // dist.world, (dist.rank + 1) * rows // dist.world)
         x = torch.from_numpy(x[share]).to(device)
         y = torch.from_numpy(y[share]).to(device)
         if x.shape[0] == 0:

@@ -22,12 +22,12 @@ import torch
 from torch import nn
 
 from chargen import __version__
-from chargen.checkpoint import (WEIGHTS, clean_temporaries, write_config, write_state, write_weights)
+from chargen.checkpoint import (STATE, WEIGHTS, clean_temporaries, make_run_dir, write_config, write_state, write_weights)
 from chargen.config import TrainConfig
-from chargen.errors import UserError
+from chargen.errors import UserError, first_line
 from chargen.log import info
 from chargen.model import Hidden, detach_hidden
-from chargen.runtime import Distributed, pick_device
+from chargen.runtime import Distributed, cpu_has_native_bf16, cpu_runs_bf16_recurrence, pick_device
 
 class Task(Protocol):
     """What the loop needs from a head's data (see TextTask and SeriesTask)."""
@@ -84,12 +84,24 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 
 
 def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast type, or None for plain fp32."""
+    """The autocast type, or None for plain fp32.
+
+    auto: bf16 (fp16 without bf16 support) on CUDA; bf16 on a CPU with native bf16 arithmetic;
+    fp32 elsewhere. Weights, optimiser and evaluation stay fp32 in every case.
+    """
     precision = config.precision
     if precision == "auto":
-        if device.type != "cuda":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif device.type == "cpu" and cpu_has_native_bf16() and cpu_runs_bf16_recurrence():
+            precision = "bf16"
+        else:
             return None
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "bf16" and device.type == "cpu" and not cpu_runs_bf16_recurrence():
+        raise UserError("--precision bf16: this CPU has no bfloat16 recurrent kernels (oneDNN needs AVX-512); "
+                        "use --precision fp32 or auto")
+    if precision == "fp16" and device.type != "cuda":
+        raise UserError(f"--precision fp16 needs a CUDA device, not {device.type}; use --precision fp32, bf16 or auto")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -121,17 +133,23 @@ def _gather_rng(device: torch.device, dist: Distributed) -> list[torch.Tensor]:
         return [state]
     import torch.distributed as tdist
 
+    state = state.to(device)  # NCCL gathers CUDA tensors only (the RNG state itself is a CPU tensor)
     parts = [torch.empty_like(state) for _ in range(dist.world)]
-    tdist.all_gather(parts, state.to(device) if device.type == "cuda" else state)
+    tdist.all_gather(parts, state)
     return [p.cpu() for p in parts]
 
 
-def _restore_rng(states: list[torch.Tensor], device: torch.device, dist: Distributed) -> None:
-    state = states[dist.rank] if len(states) == dist.world else states[0]
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state, device)
+def _restore_rng(states: list[torch.Tensor], device: torch.device, dist: Distributed, step: int) -> None:
+    """Each rank's saved dropout stream; a fresh, distinct one per rank when the world size or device changed."""
+    now = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+    if len(states) != dist.world or states[dist.rank].shape != now.shape:
+        # Saved by another number of processes (or on another kind of device, whose generator
+        # state has another size): sharing one saved stream would give every rank the same masks.
+        torch.manual_seed(1_000_003 * step + dist.rank)
+    elif device.type == "cuda":
+        torch.cuda.set_rng_state(states[dist.rank], device)
     else:
-        torch.set_rng_state(state)
+        torch.set_rng_state(states[dist.rank])
 
 
 class _Signals:
@@ -174,7 +192,7 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path, run_
     device = pick_device(config.device)
     run_dir = Path(run_dir)
     if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_run_dir(run_dir)
         clean_temporaries(run_dir)
     model.to(device)
     if hasattr(model, "core"):
@@ -318,16 +336,23 @@ def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path, run_
                     _update_bar(bar, config, s, time.perf_counter() - started, loss_avg, lr, rate, task)
                     if window_items > 20 * task.items_per_step:
                         window_items, window_start = 0, time.perf_counter()
+        except torch.OutOfMemoryError:
+            # Only the sizes the user chose decide the memory a step needs: name them and what to lower.
+            kept = f" (the last checkpoint in {run_dir} is kept)" if (run_dir / STATE).exists() else ""
+            raise UserError(f"out of memory on {device} at step {s['step']} with --batch-size {config.batch_size} "
+                            f"x --seq-len {config.seq_len}; lower --batch-size (e.g. {max(1, config.batch_size // 2)})"
+                            f" or --seq-len, or train a smaller model (--hidden, --layers){kept}") from None
         finally:
             if bar is not None:
                 bar.close()
 
         elapsed = time.perf_counter() - started
         if status == "diverged":
+            kept = (f"the last good checkpoint is kept in {run_dir}. Lower --lr (or --clip) and --resume"
+                    if (run_dir / STATE).exists() else "no checkpoint was saved. Train again with a lower --lr")
             raise TrainingStopped(TrainResult(run_dir, status, s["step"], s["best_metrics"]),
                                   f"training diverged: {config.max_bad_steps} non-finite steps in a row, the last at "
-                                  f"step {s['step']}; the last good checkpoint is kept in {run_dir}. "
-                                  "Lower --lr (or --clip) and --resume")
+                                  f"step {s['step']}; {kept}")
         if status == "interrupted":
             # Save fast: no evaluation. Weights too when no evaluated ones exist yet, so the run is usable.
             _save(run_dir, model, optimizer, scaler, config, task, run_info, s, hidden, device, dist, elapsed,
@@ -398,6 +423,11 @@ def _save(run_dir: Path, model: nn.Module, optimizer, scaler, config: TrainConfi
     if not dist.is_main:
         return
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if not all(bool(t.isfinite().all()) for t in state_dict.values() if t.is_floating_point()):
+        # A finite gradient can still overflow the weights (a huge --lr): such weights must never
+        # replace the last good checkpoint.
+        info(f"step {s['step']}: the weights are no longer finite; not saving them (the last good checkpoint is kept)")
+        return
     write_state(run_dir, {
         "step": s["step"], "elapsed": elapsed, "best": s["best"], "best_metrics": s["best_metrics"],
         "evals": s["evals"], "lr_scale": s["lr_scale"], "bad_total": s["bad_total"], "stale": s["stale"],
@@ -429,15 +459,15 @@ def _restore(state: dict, model: nn.Module, optimizer, scaler, s: dict, task: Ta
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"trainer_state.pt does not fit this model ({str(e).splitlines()[0][:120]}); "
+        raise UserError(f"trainer_state.pt does not fit this model ({first_line(e)}); "
                         "the run was trained with other settings: start a new run") from None
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     for key in ("step", "elapsed", "best", "best_metrics", "evals", "lr_scale", "bad_total", "stale"):
         s[key] = state[key]
-    _restore_rng(state["rng"], device, dist)
+    _restore_rng(state["rng"], device, dist, s["step"])
     if state.get("world", 1) != dist.world and dist.is_main:
-        info(f"resuming with {dist.world} processes, saved with {state.get('world', 1)}: the data position and "
+        info(f"resuming on {dist.world} process(es), saved with {state.get('world', 1)}: the data position and "
              "hidden state carry over, but dropout random streams restart, so the run is not bit-identical")
     tensors = state["hidden"]
     if not tensors or not task.carries_state:

@@ -1,0 +1,467 @@
+"""Time series on the recurrent core: the task the one training loop trains, forecasts and backtests.
+
+    train_series(data, run=...)       values -> time split -> standardise (training part only) -> windows
+                                      -> SeriesRegressor -> chargen.train.train() -> checkpoints/<run>/
+    load_series(run)                  the model (best weights), its scaler and window settings
+    forecast(run, steps, history)     prime on the history, roll forward, de-standardise
+    backtest(run, data)               rolling-origin MSE / MAE / MASE next to naive and seasonal-naive
+
+The model, the loop, the checkpoints and the resume logic are the ones the character model uses;
+this module adds only what is particular to numbers (see series_data.py for reading and windows).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence, TextIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from chargen.checkpoint import CONFIG, STATE, check_complete, checkpoints_root, read_config, read_state
+from chargen.config import ModelConfig, TrainConfig, parse_duration
+from chargen.errors import UserError
+from chargen.log import info
+from chargen.plot import COLORS, Line
+from chargen.runtime import Distributed
+from chargen.series_data import (SYNTHETIC_LENGTH, Scaler, Series, SeriesConfig, check_sizes, detect_season,
+                                 from_values, load_source, read_series, split_point, synthetic, train_starts,
+                                 val_starts, values_digest, window_indices)
+
+LOSS_FUNCTIONS = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
+HISTORY_KEPT = 200      # values of the series' end kept in config.json: what `forecast` starts from by default
+EVAL_CHUNK = 2048       # windows per forward pass when evaluating
+TRAIN_PROBE = 2048      # training windows (evenly spaced) whose MSE each evaluation reports
+
+
+class SeriesTask:
+    """Windows of a standardised series for `chargen.train.train`: batches by step, loss, validation.
+
+    Windows are independent samples (each starts from a zero state, as it will when forecasting),
+    so no state is carried between batches. Epoch e visits every training window once, in an order
+    drawn from (seed, e): the step number alone fixes a batch, which makes --resume exact.
+    """
+
+    head = "series"
+    carries_state = False
+    unit = "windows"
+
+    def __init__(self, values: np.ndarray, n_train: int, settings: SeriesConfig, batch_size: int, seed: int,
+                 device: torch.device, std: float = 1.0, dist: Distributed = Distributed()):
+        self.settings = settings
+        self.seed = seed
+        self.device = device
+        self.std = std  # the scaler's: figures in data units are reported next to the standardised loss
+        self.dist = dist
+        self.values = torch.as_tensor(values, dtype=torch.float32, device=device)
+        self.train = train_starts(n_train, settings)
+        self.val = val_starts(len(values), n_train, settings)
+        self.held_out = len(self.val) > 0
+        if not self.held_out:  # --val-fraction 0: report (and select checkpoints by) the training windows
+            self.val = self.train
+        self.batch_size = min(batch_size, len(self.train))
+        if self.batch_size < dist.world:
+            raise UserError(f"{len(self.train)} training windows cannot be shared by {dist.world} processes; "
+                            "run on one process or give a longer series")
+        self.steps_per_epoch = math.ceil(len(self.train) / self.batch_size)
+        self.items_per_step = self.batch_size
+        self.loss_fn = LOSS_FUNCTIONS[settings.loss]
+
+    def starts_epoch(self, step: int) -> bool:
+        return step % self.steps_per_epoch == 0
+
+    def windows(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (B, W, 1) and targets (B, W, H) or (B, H) of the windows starting at `starts`."""
+        inputs, targets = window_indices(np.asarray(starts), self.settings)
+        return (self.values[torch.as_tensor(inputs, device=self.device)].unsqueeze(-1),
+                self.values[torch.as_tensor(targets, device=self.device)])
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of the step's windows."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
+        chosen = self.train[order[k * self.batch_size:(k + 1) * self.batch_size]]
+        return self.windows(np.array_split(chosen, self.dist.world)[self.dist.rank])
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss in standardised units; output (B, W, H); many-to-one scores only the last step."""
+        prediction = output[:, -1] if target.ndim == 2 else output
+        return self.loss_fn(prediction.float(), target)
+
+    @torch.no_grad()
+    def _score(self, model: nn.Module, starts: np.ndarray) -> tuple[float, float, float]:
+        """(mean loss, MSE, MAE) over the windows, the last two in data units."""
+        loss = sq = ab = 0.0
+        count = 0
+        for i in range(0, len(starts), EVAL_CHUNK):
+            x, y = self.windows(starts[i:i + EVAL_CHUNK])
+            output, _ = model(x)
+            prediction = (output[:, -1] if y.ndim == 2 else output).float()
+            loss += float(self.loss_fn(prediction, y, reduction="sum"))
+            sq += float(((prediction - y) ** 2).sum())
+            ab += float((prediction - y).abs().sum())
+            count += y.numel()
+        return loss / count, sq / count * self.std ** 2, ab / count * self.std
+
+    def evaluate(self, model: nn.Module) -> dict:
+        """Loss, MSE and MAE over every validation window, and the MSE of up to 2048 training windows."""
+        was_training = model.training
+        model.eval()
+        val_loss, val_mse, val_mae = self._score(model, self.val)
+        probe = self.train[np.unique(np.linspace(0, len(self.train) - 1, min(len(self.train), TRAIN_PROBE)).astype(int))]
+        train_mse = self._score(model, probe)[1]
+        model.train(was_training)
+        return {"val_loss": val_loss, "val_mse": val_mse, "val_mae": val_mae, "train_mse": train_mse}
+
+    def describe(self, metrics: dict) -> str:
+        where = "val" if self.held_out else "train (no validation part)"
+        return (f"{where} loss {metrics['val_loss']:.4g}, MSE {metrics['val_mse']:.4g}, MAE {metrics['val_mae']:.4g}"
+                f"; train MSE {metrics['train_mse']:.4g}")
+
+
+# -- training ---------------------------------------------------------------------------------------
+def _read(data: str | Path | Sequence[float] | None, synthetic_kind: str | None, length: int, noise: float,
+          seed: int, column: str | int | None, fill: str) -> Series:
+    if data is not None and synthetic_kind is not None:
+        raise UserError("give either a data file or --synthetic, not both")
+    if synthetic_kind is not None:
+        return synthetic(synthetic_kind, length, seed, noise)
+    if data is None:
+        raise UserError("no data: pass a CSV file (or one number per line), or --synthetic sine")
+    if isinstance(data, (str, Path)):
+        return read_series(data, column, fill)
+    return from_values(data)
+
+
+def train_series(data: str | Path | Sequence[float] | None = None, run: str | None = None, *,
+                 synthetic: str | None = None, length: int = SYNTHETIC_LENGTH, noise: float = 0.1,
+                 column: str | int | None = None, fill: str | None = None, checkpoint: str | Path | None = None,
+                 settings: SeriesConfig | None = None, model: ModelConfig | None = None,
+                 config: TrainConfig | None = None, max_time: str | float | None = None, resume: bool = False,
+                 overrides: dict | None = None, should_stop: Callable[[int], bool] | None = None):
+    """Train a regressor on a series: a CSV/number file, numbers in memory, or a synthetic wave.
+
+    fill: "error" (default) or "interpolate" for missing values (on resume: the run's setting).
+    settings: windows, horizon, many-to-many/one, loss, validation fraction. run: a name under
+    checkpoints/ (default: the data's name); checkpoint: a run directory anywhere. resume: continue
+    exactly from trainer_state.pt (the data must be the same); `overrides` may change TrainConfig
+    fields such as the budget. Returns chargen.train.TrainResult.
+    """
+    from chargen.model import build_model, count_parameters
+    from chargen.runtime import close_distributed, init_distributed, pick_device, tune_allocator
+    from chargen.train import TrainingStopped, train as train_loop
+
+    model_config = model or ModelConfig()
+    config = config or TrainConfig()
+    settings = settings or SeriesConfig()
+    if max_time is not None:
+        config.max_time = parse_duration(max_time) if isinstance(max_time, str) else float(max_time)
+
+    state = None
+    if resume:
+        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or "")
+        if checkpoint is None and run is None:
+            raise UserError("--resume needs the run: --run NAME or --checkpoint PATH")
+        saved = read_config(run_dir)
+        if saved["model"].get("head") != "series":
+            raise UserError(f"{run_dir} is a character-model run; resume it with: chargen train --resume")
+        check_complete(run_dir, (STATE,))
+        about = saved["series"]
+        series = from_values(data) if data is not None and not isinstance(data, (str, Path)) else \
+            load_source(about["source"], data, column, fill)
+        if values_digest(series.values) != about["sha256"]:
+            raise UserError(f"--resume: this is not the series the run was trained on ({about['name']}, "
+                            f"{about['values']} values); pass the same data or start a new --run")
+        settings = SeriesConfig.from_dict(about["settings"])
+        model_config = ModelConfig.from_dict(saved["model"])
+        config = dataclasses.replace(TrainConfig.from_dict(saved["train"]), **(overrides or {}))
+        state = read_state(run_dir)
+    else:
+        series = _read(data, synthetic, length, noise, config.rng_seed, column, fill or "error")
+        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or series.name.replace(":", "-"))
+        if (run_dir / CONFIG).exists():
+            raise UserError(f"run {run_dir} already exists; continue it with --resume, or choose another --run")
+    settings.validate()
+    config.with_default_budget().validate()
+
+    values = series.values
+    n_train = split_point(len(values), settings.val_fraction)
+    check_sizes(len(values), n_train, settings)
+    scaler = Scaler.fit(values[:n_train])  # the training part only: validation stays unseen
+    season = detect_season(values[:n_train])
+
+    tune_allocator()
+    device = pick_device(config.device)
+    dist = init_distributed(device)
+    model_config.head, model_config.inputs, model_config.outputs = "series", 1, settings.horizon
+    torch.manual_seed(config.rng_seed)
+    net = build_model(model_config)
+    task = SeriesTask(scaler.transform(values), n_train, settings, config.batch_size, config.rng_seed, device,
+                      scaler.std, dist)
+    if task.batch_size != config.batch_size:
+        info(f"--batch-size {config.batch_size} is more than the {len(task.train)} training windows: "
+             f"using {task.batch_size} (full batch)")
+        config.batch_size = task.batch_size
+    run_info = {"series": {
+        "name": series.name, "source": series.source, "sha256": values_digest(values),
+        "settings": settings.to_dict(), "scaler": scaler.to_dict(), "values": len(values),
+        "train_values": n_train, "val_values": len(values) - n_train, "season": season,
+        "history": [float(v) for v in values[-max(HISTORY_KEPT, settings.window):]],
+    }}
+    if dist.is_main:
+        mode = "many-to-many" if settings.target == "every" else "many-to-one"
+        budget = ", ".join(part for part in (
+            f"{config.max_steps} steps" if config.max_steps else "",
+            f"{config.epochs:g} epochs" if config.epochs else "",
+            f"{config.max_time:g}s" if config.max_time else "") if part)
+        info(f"{'resuming' if resume else 'training'} {run_dir}: {model_config.layers}x{model_config.hidden} "
+             f"{model_config.cell.upper()} ({count_parameters(net):,} parameters) on {series.name}: "
+             f"{n_train} training / {len(values) - n_train} validation values, {len(task.train)} windows of "
+             f"{settings.window} ({mode}, horizon {settings.horizon}), batch {task.batch_size}, on {device}"
+             + (f" x {dist.world} processes" if dist.enabled else "") + f"; budget {budget}")
+    try:
+        result = train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
+    except TrainingStopped:  # every rank stopped together: leave the process group cleanly
+        close_distributed(dist)
+        raise
+    close_distributed(dist)
+    return result
+
+
+# -- using a trained run ----------------------------------------------------------------------------
+@dataclass
+class SeriesRun:
+    """A trained series run: the model (best weights, eval mode, CPU), its scaler and window settings."""
+
+    model: nn.Module
+    scaler: Scaler
+    settings: SeriesConfig
+    config: dict
+    run_dir: Path
+
+    def describe(self) -> str:
+        m = self.config["model"]
+        return f"{m['cell']} {m['layers']}x{m['hidden']}"
+
+
+def load_series(run: str | Path | None = None, checkpoint: str | Path | None = None) -> SeriesRun:
+    """Load a series run by name, path or (by default) the most recent run."""
+    from chargen.api import load, run_path
+
+    run_dir = run_path(run, checkpoint)
+    config = read_config(run_dir)
+    if config["model"].get("head") != "series":
+        raise UserError(f"{run_dir} is a character-model run, not a time series; use: chargen generate")
+    model, _, config = load(run_dir)
+    about = config["series"]
+    return SeriesRun(model, Scaler.from_dict(about["scaler"]), SeriesConfig.from_dict(about["settings"]),
+                     config, run_dir)
+
+
+@torch.no_grad()
+def roll(model: nn.Module, contexts: np.ndarray, steps: int, target: str) -> np.ndarray:
+    """Forecast `steps` standardised values after each context row: (B, T) -> (B, steps).
+
+    "every" (many-to-many): the model learnt to predict after every step from the state it carries, so
+    the state is primed on the context once and each block of H predictions is fed back through it.
+    "last" (many-to-one): the model learnt only whole windows from a zero state, so each block of H comes
+    from the last T values (the context, then the predictions) run afresh.
+    """
+    x = torch.as_tensor(np.asarray(contexts), dtype=torch.float32).unsqueeze(-1)  # (B, T, 1)
+    length = x.shape[1]
+    output, hidden = model(x)
+    blocks = [output[:, -1]]  # (B, H): the H values after the context
+    made = blocks[0].shape[1]
+    while made < steps:
+        if target == "every":
+            output, hidden = model(blocks[-1].unsqueeze(-1), hidden)
+        else:
+            x = torch.cat([x, blocks[-1].unsqueeze(-1)], dim=1)[:, -length:]
+            output, _ = model(x)
+        blocks.append(output[:, -1])
+        made += blocks[-1].shape[1]
+    return torch.cat(blocks, dim=1)[:, :steps].float().numpy()
+
+
+@dataclass
+class Forecast:
+    """The history a forecast started from and the forecast values, both in data units."""
+
+    history: np.ndarray
+    values: np.ndarray
+
+
+def forecast(run: str | Path | SeriesRun | None = None, steps: int = 1,
+             history: str | Path | Sequence[float] | None = None, column: str | int | None = None,
+             fill: str | None = None) -> Forecast:
+    """The `steps` values after the history (default: the end of the run's own series).
+
+    history: a data file (read like the training data, same column by default) or numbers. The model
+    is primed on its last --window values (all of them when fewer) and rolled forward.
+    """
+    if steps < 1:
+        raise UserError(f"--steps must be at least 1, not {steps}")
+    sr = run if isinstance(run, SeriesRun) else load_series(run)
+    about = sr.config["series"]
+    if history is None:
+        past = np.asarray(about["history"], dtype=np.float64)
+    elif isinstance(history, (str, Path)):
+        past = read_series(history, about["source"].get("column") if column is None else column,
+                           fill or about["source"].get("fill") or "error").values
+    else:
+        past = from_values(history).values
+    if len(past) == 0:
+        raise UserError("the history is empty; give at least one value to start from")
+    window = sr.settings.window
+    if len(past) < window:
+        info(f"the history has {len(past)} values, fewer than the run's window ({window}): "
+             "forecasting from the shorter context")
+    context = sr.scaler.transform(past[-window:])[None, :]
+    values = sr.scaler.inverse(roll(sr.model, context, steps, sr.settings.target)[0])
+    return Forecast(past, values)
+
+
+def write_forecast_csv(values: np.ndarray, out: TextIO = sys.stdout) -> None:
+    """`step,value` rows (step 1 is the value right after the history), full float precision."""
+    out.write("step,value\n")
+    for step, value in enumerate(values, 1):
+        out.write(f"{step},{float(value)!r}\n")
+
+
+# -- backtest ----------------------------------------------------------------------------------------
+@dataclass
+class Backtest:
+    """A rolling-origin backtest: per-method figures, and the arrays a plot needs."""
+
+    summary: dict               # run, data, origins, horizon, season, rows (method, mse, mae, mase) ...
+    values: np.ndarray          # the whole series, data units
+    n_train: int
+    origins: np.ndarray         # (B,) index of the first forecast value of each origin
+    forecasts: np.ndarray       # (B, steps) the model's forecasts, data units
+
+
+def _figures(method: str, prediction: np.ndarray, truth: np.ndarray, scale: float) -> dict:
+    error = prediction - truth
+    mae = float(np.mean(np.abs(error)))
+    return {"method": method, "mse": float(np.mean(error ** 2)), "mae": mae,
+            "mase": mae / scale if scale > 0 else None}
+
+
+def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Sequence[float] | None = None,
+             steps: int | None = None, season: int | None = None, stride: int = 1,
+             column: str | int | None = None, fill: str | None = None) -> Backtest:
+    """Rolling-origin evaluation over the validation part of `data` (default: the run's own series).
+
+    From each origin o (every `stride` values of the validation part) the model sees only values before
+    o and forecasts `steps` values (default: the run's horizon); so do the naive (last value) and the
+    seasonal-naive (the value one season earlier) baselines. MASE divides each MAE by the in-sample MAE
+    of the seasonal-naive one-step forecast on the training part (plain naive when there is no season).
+    """
+    sr = run if isinstance(run, SeriesRun) else load_series(run)
+    about = sr.config["series"]
+    settings = sr.settings
+    if data is None or isinstance(data, (str, Path)):
+        series = load_source(about["source"], data, column, fill)
+    else:
+        series = from_values(data)
+    values = series.values
+    n_train = split_point(len(values), settings.val_fraction)
+    steps = steps or settings.horizon
+    if steps < 1 or stride < 1:
+        raise UserError(f"--steps and --stride must be at least 1 (got {steps}, {stride})")
+    if n_train >= len(values):
+        raise UserError("the run was trained with --val-fraction 0: there is no validation part to backtest on")
+    if n_train < settings.window + 1:
+        raise UserError(f"{series.name}: the training part has {n_train} values, fewer than one window "
+                        f"({settings.window}) plus one; give a longer series")
+    origins = np.arange(n_train, len(values) - steps + 1, stride)
+    if len(origins) == 0:
+        raise UserError(f"the validation part has {len(values) - n_train} values, fewer than --steps {steps}; "
+                        "lower --steps")
+    season_source = "given" if season else "detected"
+    if season is not None and season < 1:
+        raise UserError(f"--season must be a positive integer, not {season}")
+    season = season or detect_season(values[:n_train])
+    if season is None:
+        season_source = "none found"
+
+    contexts = values[origins[:, None] - settings.window + np.arange(settings.window)[None, :]]
+    forecasts = sr.scaler.inverse(roll(sr.model, sr.scaler.transform(contexts), steps, settings.target))
+    ahead = np.arange(steps)[None, :]
+    truth = values[origins[:, None] + ahead]
+    naive = np.repeat(values[origins - 1][:, None], steps, axis=1)
+    lag = season or 1
+    train = values[:n_train]
+    scale = float(np.mean(np.abs(train[lag:] - train[:-lag]))) if n_train > lag else 0.0
+    rows = [_figures(f"model ({sr.describe()})", forecasts, truth, scale), _figures("naive", naive, truth, scale)]
+    if season:
+        seasonal = values[origins[:, None] + ahead - season * (ahead // season + 1)]
+        rows.append(_figures(f"seasonal naive (m={season})", seasonal, truth, scale))
+    summary = {"run": str(sr.run_dir), "data": series.name, "values": len(values), "train_values": n_train,
+               "origins": len(origins), "first_origin": int(origins[0]), "stride": stride, "horizon": steps,
+               "season": season, "season_source": season_source, "mase_scale": scale, "mase_lag": lag,
+               "rows": rows}
+    return Backtest(summary, values, n_train, origins, forecasts)
+
+
+def print_backtest(result: Backtest, out: TextIO = sys.stdout) -> None:
+    """The backtest as a rich table (colour only on a terminal, none under NO_COLOR)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.summary
+    season = f"season {s['season']} ({s['season_source']})" if s["season"] else "no season found"
+    table = Table(title=f"Backtest of {Path(s['run']).name} on {s['data']}",
+                  caption=f"{s['origins']} origins from value {s['first_origin']} (every {s['stride']}), "
+                          f"horizon {s['horizon']}, {season}; MASE = MAE / {s['mase_scale']:.4g}, "
+                          f"the lag-{s['mase_lag']} naive MAE of the training part")
+    table.add_column("method")
+    for name in ("MSE", "MAE", "MASE"):
+        table.add_column(name, justify="right")
+    best = min(row["mse"] for row in s["rows"])
+    for row in s["rows"]:
+        mase = "-" if row["mase"] is None else f"{row['mase']:.3f}"
+        table.add_row(row["method"], f"{row['mse']:.4g}", f"{row['mae']:.4g}", mase,
+                      style="bold" if row["mse"] == best else None)
+    Console(file=out, highlight=False).print(table)
+
+
+# -- plots -----------------------------------------------------------------------------------------
+def forecast_lines(result: Forecast, shown: int = HISTORY_KEPT) -> list[Line]:
+    """History (its last `shown` values) and forecast, on one x axis (0 = the first forecast value)."""
+    past = result.history[-shown:]
+    x_past = np.arange(-len(past), 0)
+    # The forecast line starts at the last history value so the two join.
+    x_next = np.arange(-1, len(result.values))
+    y_next = np.concatenate([past[-1:], result.values])
+    return [Line(x_past, past, "history", COLORS["history"], "."),
+            Line(x_next, y_next, "forecast", COLORS["forecast"], "*")]
+
+
+def backtest_lines(result: Backtest, shown: int = HISTORY_KEPT) -> list[Line]:
+    """The training tail, the validation truth, and the forecasts from non-overlapping origins."""
+    values, n = result.values, result.n_train
+    start = max(0, n - shown)
+    lines = [Line(np.arange(start, n), values[start:n], "history", COLORS["history"], "."),
+             Line(np.arange(n - 1, len(values)), values[n - 1:], "truth", COLORS["truth"], "o")]
+    horizon = result.forecasts.shape[1]
+    for origin, row in zip(result.origins, result.forecasts):
+        if (origin - n) % horizon == 0:
+            lines.append(Line(np.arange(origin - 1, origin + horizon), np.concatenate([values[origin - 1:origin], row]),
+                              "forecast", COLORS["forecast"], "*"))
+    return lines
+
+
+def show_plot(lines: list[Line], png: str | Path | None, title: str) -> None:
+    """Write the lines to a PNG when asked; on a terminal, also draw them as text on stderr."""
+    from chargen.plot import text_plot, write_png
+
+    if png is not None:
+        info(f"plot written to {write_png(png, lines, title)}")
+    if sys.stderr.isatty():
+        print(text_plot(lines), file=sys.stderr)

@@ -1,0 +1,338 @@
+"""Time-series data: a column of numbers or a synthetic wave, the time split, standardisation, windows.
+
+Torch-free, so that the command line builds its options from `SeriesConfig` without loading torch.
+
+    values:  v0 v1 ............................ v(n_train-1) | v(n_train) ........ v(N-1)
+             <------------ training part ------------------> <---- validation ---->
+             the scaler is fitted here, and every training     each validation window has all
+             window (inputs and targets) lies here             its targets here (its inputs may
+                                                               reach back into the training part)
+
+A window starting at s has inputs v[s .. s+W-1]. Its targets, with horizon H:
+    target "every" (many-to-many): at input step t, the H values v[s+t+1 .. s+t+H]   -> (W, H)
+    target "last"  (many-to-one):  after the window, the H values v[s+W .. s+W+H-1]  -> (H,)
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from chargen.errors import UserError
+from chargen.log import info
+
+SYNTHETIC = ("sine", "noisy-sine", "sum-of-sines")
+SYNTHETIC_STEP = 0.1          # x advances 0.1 per value: one sine period is 2*pi/0.1 ~ 62.8 values
+SYNTHETIC_LENGTH = 1000
+TARGETS = ("every", "last")
+LOSSES = ("mse", "mae", "huber")
+FILLS = ("error", "interpolate")
+MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
+
+
+@dataclass
+class SeriesConfig:
+    """How a series becomes training windows; saved in config.json and the source of the CLI defaults."""
+
+    window: int = 50            # input values per window: how far back the model looks
+    horizon: int = 1            # values predicted at once (the model's outputs)
+    target: str = "every"       # every = a target after each input step (many-to-many); last = after the window
+    loss: str = "mse"
+    val_fraction: float = 0.2   # the last part of the series, held out for validation (0 = none)
+
+    def validate(self) -> "SeriesConfig":
+        """Refuse impossible settings with the option's name."""
+        for name in ("window", "horizon"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise UserError(f"--{name} must be a positive integer, not {getattr(self, name)}")
+        if self.target not in TARGETS:
+            raise UserError(f"--target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        if self.loss not in LOSSES:
+            raise UserError(f"--loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SeriesConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Series:
+    """A univariate series in time order, its name, and how to read it again (`source`)."""
+
+    values: np.ndarray          # (N,) float64
+    name: str
+    source: dict = field(default_factory=dict)
+
+
+# -- reading -----------------------------------------------------------------------------------
+def values_digest(values: np.ndarray) -> str:
+    """SHA-256 of the values as float64: identifies the data a run was trained on."""
+    return hashlib.sha256(np.ascontiguousarray(values, dtype=np.float64).tobytes()).hexdigest()
+
+
+def synthetic(kind: str, length: int = SYNTHETIC_LENGTH, seed: int = 0, noise: float = 0.1) -> Series:
+    """A built-in wave sampled every 0.1 in x: sine, noisy-sine (Gaussian noise of std `noise`, seeded) or
+    sum-of-sines (three incommensurate periods, so no window repeats exactly)."""
+    if kind not in SYNTHETIC:
+        raise UserError(f"--synthetic {kind!r}: choose one of {', '.join(SYNTHETIC)}")
+    if length < 2:
+        raise UserError(f"--length must be at least 2, not {length}")
+    x = np.arange(length) * SYNTHETIC_STEP
+    if kind == "sum-of-sines":
+        values = np.sin(x) + 0.5 * np.sin(2.7 * x + 1.0) + 0.3 * np.sin(0.31 * x)
+    else:
+        values = np.sin(x)
+    if kind == "noisy-sine":
+        values = values + np.random.default_rng(seed).normal(0.0, noise, length)
+    source = {"kind": "synthetic", "name": kind, "length": length, "seed": seed,
+              "noise": noise if kind == "noisy-sine" else 0.0}
+    return Series(values, kind, source)
+
+
+def from_values(values: Sequence[float], name: str = "values") -> Series:
+    """A series from numbers in memory (the Python API); they must all be finite."""
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if len(bad):
+        raise UserError(f"value {bad[0]} of the series is {array[bad[0]]}; give finite numbers only")
+    return Series(array, name, {"kind": "values", "sha256": values_digest(array)})
+
+
+def _number(cell: str) -> float | None:
+    """The cell as a finite float, or None when it is missing or not a number."""
+    text = cell.strip()
+    if text.lower() in MISSING:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_series(path: str | Path, column: str | int | None = None, fill: str = "error") -> Series:
+    """One column of a CSV file (or one number per line) as a series.
+
+    column: a header name, or a 0-based index; by default the only column, else the only numeric one.
+    The first row is a header when none of its cells is a number. A missing or non-numeric value is a
+    one-line error naming its line, unless fill="interpolate" (linear between the neighbours).
+    """
+    if fill not in FILLS:
+        raise UserError(f"--fill {fill!r}: choose one of {', '.join(FILLS)}")
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file; pass a CSV file or a file with one number per line")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (invalid byte 0x{data[e.start]:02x} at offset {e.start}); "
+                        "save the file as UTF-8 CSV") from None
+    rows = list(csv.reader(io.StringIO(text), _dialect(text)))
+    while rows and not any(cell.strip() for cell in rows[-1]):
+        rows.pop()  # trailing blank lines are not missing values
+    if not rows:
+        raise UserError(f"{path} is empty; it needs a column of numbers")
+    header = rows[0] if all(_number(cell) is None for cell in rows[0]) else None
+    body, first_line = (rows[1:], 2) if header else (rows, 1)
+    if not body:
+        raise UserError(f"{path} has a header but no rows of numbers")
+    index, label = _pick_column(path, column, header, body)
+
+    values = np.empty(len(body), dtype=np.float64)
+    missing = []
+    for i, row in enumerate(body):
+        cell = row[index] if index < len(row) else ""
+        value = _number(cell)
+        if value is None:
+            line = first_line + i
+            if fill == "error":
+                what = "is empty" if not cell.strip() else f"has {cell.strip()[:40]!r}, not a number"
+                raise UserError(f"{path}, line {line}: column {label} {what}; fix that row, or pass "
+                                "--fill interpolate to fill it from its neighbours")
+            missing.append(i)
+            value = np.nan
+        values[i] = value
+    if missing:
+        if len(missing) == len(values):
+            raise UserError(f"{path}: column {label} has no numbers at all; choose another --column")
+        values = interpolate_missing(values)
+        lines = ", ".join(str(first_line + i) for i in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        info(f"{path}: filled {len(missing)} missing value(s) of column {label} by linear interpolation "
+             f"(line {lines})")
+    name = path.stem if header is None or len(rows[0]) == 1 else f"{path.stem}:{header[index].strip()}"
+    source = {"kind": "file", "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
+              "column": column, "fill": fill}
+    return Series(values, name, source)
+
+
+def _dialect(text: str):
+    """The CSV dialect: sniffed among comma, semicolon and tab; a single column reads as comma-separated."""
+    try:
+        return csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:
+        return csv.excel
+
+
+def _pick_column(path: Path, column: str | int | None, header: list[str] | None,
+                 body: list[list[str]]) -> tuple[int, str]:
+    """(index, label for messages) of the column the user asked for, or of the obvious one."""
+    names = [h.strip() for h in header] if header else []
+    width = max(len(r) for r in body[:100])
+    listing = ", ".join(f"{i}: {n!r}" for i, n in enumerate(names)) if names else f"{width} unnamed columns"
+    if column is not None:
+        text = str(column).strip()
+        if text in names:
+            index = names.index(text)
+        elif text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < max(width, len(names)):
+                raise UserError(f"--column {index} is out of range: {path} has {listing} (indices count from 0)")
+        else:
+            raise UserError(f"--column {text!r} is not a column of {path}; its columns are {listing}")
+    elif max(width, len(names)) == 1:
+        index = 0
+    else:
+        # A column is numeric when most of its first cells are numbers (a bad value must not hide it).
+        numeric = [i for i in range(width)
+                   if 2 * sum(_number(r[i]) is not None for r in body[:20] if i < len(r)) > min(len(body), 20)]
+        if len(numeric) != 1:
+            found = "no column is" if not numeric else f"columns {numeric} are"
+            raise UserError(f"{path}: {found} numeric in the first rows; choose one with --column "
+                            f"(name or 0-based index; columns: {listing})")
+        index = numeric[0]
+    label = repr(names[index]) if index < len(names) else str(index)
+    return index, label
+
+
+def interpolate_missing(values: np.ndarray) -> np.ndarray:
+    """NaNs replaced linearly between their known neighbours (the nearest known value at the ends)."""
+    known = np.isfinite(values)
+    positions = np.arange(len(values))
+    return np.interp(positions, positions[known], values[known])
+
+
+def load_source(source: dict, path: str | Path | None = None, column: str | int | None = None,
+                fill: str | None = None) -> Series:
+    """Read a run's data again: the file given (or the one it was trained on), or its synthetic wave."""
+    if path is not None:
+        return read_series(path, source.get("column") if column is None else column,
+                           fill or source.get("fill") or "error")
+    if source.get("kind") == "synthetic":
+        return synthetic(source["name"], source["length"], source["seed"], source.get("noise", 0.1))
+    if source.get("kind") == "file" and Path(source["path"]).is_file():
+        return read_series(source["path"], source.get("column") if column is None else column,
+                           fill or source.get("fill") or "error")
+    where = f"its file {source['path']} is gone" if source.get("kind") == "file" else "it was given as values in memory"
+    raise UserError(f"the run's data cannot be read again ({where}); pass the data (a file, or the numbers)")
+
+
+# -- split, standardisation, windows ---------------------------------------------------------------
+def split_point(n_values: int, val_fraction: float) -> int:
+    """How many leading values train: the last round(N * val_fraction) validate."""
+    return n_values - int(round(n_values * val_fraction))
+
+
+@dataclass
+class Scaler:
+    """Standardisation (x - mean) / std, fitted on the training part only."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> "Scaler":
+        std = float(np.std(values))
+        # A constant series has nothing to scale: keep its units rather than divide by zero.
+        return cls(float(np.mean(values)), std if std > 1e-12 else 1.0)
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64) * self.std + self.mean
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Scaler":
+        return cls(float(data["mean"]), float(data["std"]))
+
+
+def train_starts(n_train: int, settings: SeriesConfig) -> np.ndarray:
+    """Start of every training window: inputs and targets all inside the first n_train values."""
+    return np.arange(max(0, n_train - settings.window - settings.horizon + 1))
+
+
+def val_starts(n_values: int, n_train: int, settings: SeriesConfig) -> np.ndarray:
+    """Start of every validation window: all its targets at n_train or later (inputs may be earlier)."""
+    first_target = 1 if settings.target == "every" else settings.window  # offset of a window's first target
+    first = max(0, n_train - first_target)
+    return np.arange(first, max(first, n_values - settings.window - settings.horizon + 1))
+
+
+def window_indices(starts: np.ndarray, settings: SeriesConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays into the series: inputs (B, W) and targets (B, W, H) ("every") or (B, H) ("last")."""
+    W, H = settings.window, settings.horizon
+    inputs = starts[:, None] + np.arange(W)[None, :]
+    if settings.target == "every":
+        targets = inputs[:, :, None] + 1 + np.arange(H)[None, None, :]
+    else:
+        targets = starts[:, None] + W + np.arange(H)[None, :]
+    return inputs, targets
+
+
+def check_sizes(n_values: int, n_train: int, settings: SeriesConfig) -> None:
+    """One-line errors when the series is too short for a training window or a validation window."""
+    need = settings.window + settings.horizon
+    if n_train < need:
+        raise UserError(f"the training part has {n_train} values but one window needs {need} "
+                        f"(--window {settings.window} + --horizon {settings.horizon}); "
+                        "lower --window, or give a longer series")
+    if n_train < n_values and len(val_starts(n_values, n_train, settings)) == 0:
+        need_val = settings.window + settings.horizon - 1 if settings.target == "every" else settings.horizon
+        raise UserError(f"the validation part has {n_values - n_train} values; a many-to-many window needs "
+                        f"{need_val} (--window + --horizon - 1): raise --val-fraction, lower --window, "
+                        "or use --target last")
+
+
+# -- seasonality ----------------------------------------------------------------------------------
+def detect_season(values: np.ndarray, max_lag: int = 1000) -> int | None:
+    """The seasonal period by autocorrelation: the lag of the highest ACF peak, or None when no clear one.
+
+    The linear trend is removed first (a trend makes every lag look correlated). Only lags up to a third
+    of the series count, so that at least three cycles back the estimate; a peak must exceed
+    max(0.2, 3/sqrt(N)) to stand out of the noise.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    n = len(x)
+    if n < 8:
+        return None
+    t = np.arange(n)
+    x = x - np.polyval(np.polyfit(t, x, 1), t)
+    if not np.any(np.abs(x) > 1e-12):
+        return None
+    spectrum = np.fft.rfft(x, 2 * n)  # zero-padded: the circular correlation equals the linear one
+    acf = np.fft.irfft(spectrum * np.conj(spectrum))[:n]
+    acf /= acf[0]
+    top = min(n // 3, max_lag)
+    lags = np.arange(2, top)
+    if len(lags) == 0:
+        return None
+    peaks = lags[(acf[lags] > acf[lags - 1]) & (acf[lags] >= acf[lags + 1])]
+    peaks = peaks[acf[peaks] > max(0.2, 3 / math.sqrt(n))]
+    return int(peaks[np.argmax(acf[peaks])]) if len(peaks) else None

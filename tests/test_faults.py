@@ -1,0 +1,340 @@
+"""Faults: nothing that was saved is ever lost.
+
+A kill in the middle of a save, Ctrl-C / SIGTERM, an exact resume, non-finite steps, a full disk
+and CUDA running out of memory — each with the run on disk checked afterwards.
+"""
+from __future__ import annotations
+
+import errno
+import importlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cli
+from chargen import api
+from chargen.checkpoint import STATE, TMP_MARK, read_state, read_weights
+from chargen.config import ModelConfig, TrainConfig
+from chargen.errors import UserError
+from chargen.model import build_model
+from chargen.textlm import TextTask
+from chargen.vocab import Vocab
+from conftest import REPO
+
+loop = importlib.import_module("chargen.train")  # the training loop module (chargen.train is the API function)
+
+
+def chargen(capsys, *argv) -> tuple[int, str, str]:
+    """`chargen ARGV` in-process: (exit code, stdout, stderr)."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# -- a kill in the middle of a save ---------------------------------------------------------------
+# The child writes the run's file again and again with ~100 MB of extra tensor data (so each save
+# takes a while), through the same atomic writers the training loop uses.
+WRITER = """
+import sys, torch
+from chargen.checkpoint import read_state, read_weights, write_state, write_weights
+run, which = sys.argv[1], sys.argv[2]
+state, weights = read_state(run), read_weights(run)
+for k in range(1, 1000):
+    ballast = torch.full((25_000_000,), float(k))
+    if which == "trainer_state.pt":
+        write_state(run, {**state, "step": 1000 + k, "ballast": ballast})
+    else:
+        write_weights(run, {**weights, "ballast": ballast})
+"""
+
+
+@pytest.mark.parametrize("which", ["trainer_state.pt", "model.safetensors"])
+def test_sigkill_while_saving_leaves_the_previous_checkpoint(which, run_copy, shakespeare_slice):
+    before_state, before_weights = read_state(run_copy), read_weights(run_copy)
+    for attempt in range(5):
+        child = subprocess.Popen([sys.executable, "-c", WRITER, str(run_copy), which], cwd=REPO)
+        deadline = time.monotonic() + 120
+        while not list(run_copy.glob(f".{which}{TMP_MARK}*")) and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if list(run_copy.glob(f".{which}{TMP_MARK}*")):
+            break  # killed with a temporary half written
+    else:
+        pytest.fail("never caught the writer in the middle of a save")
+
+    # Both files still load, each a version that was written whole: the original or one of the child's.
+    state, weights = read_state(run_copy), read_weights(run_copy)
+    for saved in (state, weights):
+        ballast = saved.pop("ballast", None)
+        assert ballast is None or (ballast[0] >= 1 and bool((ballast == ballast[0]).all()))
+        if saved is state:
+            assert state["step"] == (before_state["step"] if ballast is None else 1000 + int(ballast[0]))
+    assert same_tensors(state["model"], before_state["model"])
+    assert same_tensors(weights, before_weights)
+
+    # The next training in the run removes the leftover and carries on.
+    api.train(shakespeare_slice, checkpoint=run_copy, resume=True, overrides={"max_steps": state["step"] + 1})
+    assert not list(run_copy.glob(f".*{TMP_MARK}*"))
+    assert read_state(run_copy)["step"] == state["step"] + 1
+
+
+# -- signals to a real training process -----------------------------------------------------------
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_and_says_how_to_resume(sig, code, shakespeare_slice, tmp_path):
+    run = tmp_path / "run"
+    child = subprocess.Popen(
+        [sys.executable, str(REPO / "cli.py"), "train", str(shakespeare_slice), "--checkpoint", str(run),
+         "--hidden", "16", "--layers", "1", "--embedding", "8", "--batch-size", "4", "--seq-len", "16",
+         "--max-steps", "1000000", "--eval-every", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "config.json").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # config.json appears at the first evaluation: the loop is running
+    child.send_signal(sig)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == code, err
+    assert out == ""
+    last = err.strip().splitlines()[-1]
+    found = re.fullmatch(rf"chargen: interrupted at step (\d+); the run is saved in {re.escape(str(run))}\. "
+                         rf"Resume with: chargen train --resume --checkpoint {re.escape(str(run))}", last)
+    assert found, last
+    step = int(found.group(1))
+    assert step >= 3 and read_state(run)["step"] == step  # the step in the message is the step saved
+    result = api.train(shakespeare_slice, checkpoint=run, resume=True, overrides={"max_steps": step + 2})
+    assert result.step == step + 2
+
+
+# -- exact resume ---------------------------------------------------------------------------------
+# Dropout (the RNG), two layers, an epoch boundary on each side of the stop (16 steps an epoch:
+# the data phase and the hidden-state reset), AdamW moments and a cosine schedule to step 40.
+RESUME_MODEL = dict(cell="lstm", hidden=16, layers=2, embedding=8, dropout=0.3)
+RESUME_TRAIN = dict(batch_size=8, seq_len=16, max_steps=40, lr=3e-3, warmup_steps=5, rng_seed=11)
+
+
+@pytest.fixture(scope="module")
+def resume_runs(shakespeare, tmp_path_factory):
+    """Runs of the same training: 40 steps in one go, and stopped at step 20 (not yet resumed)."""
+    root = tmp_path_factory.mktemp("resume")
+    corpus = root / "corpus.txt"
+    corpus.write_text(shakespeare.read_text(encoding="utf-8")[:2400], encoding="utf-8")
+    whole, stopped = root / "whole", root / "stopped"
+    api.train(corpus, checkpoint=whole, model=ModelConfig(**RESUME_MODEL), config=TrainConfig(**RESUME_TRAIN))
+    with pytest.raises(loop.TrainingStopped):
+        api.train(corpus, checkpoint=stopped, model=ModelConfig(**RESUME_MODEL), config=TrainConfig(**RESUME_TRAIN),
+                  should_stop=lambda step: step == 20)
+    return corpus, read_state(whole), stopped
+
+
+def resumed_state(resume_runs, tmp_path, change=None) -> dict:
+    """Resume a copy of the stopped run to step 40, after `change(state)` edits its trainer_state.pt."""
+    corpus, _, stopped = resume_runs
+    run = tmp_path / "resumed"
+    shutil.copytree(stopped, run)
+    if change is not None:
+        state = torch.load(run / STATE, weights_only=True)
+        change(state)
+        torch.save(state, run / STATE)
+    api.train(corpus, checkpoint=run, resume=True)
+    return read_state(run)
+
+
+def test_resume_is_bit_identical_to_one_go(resume_runs, tmp_path):
+    corpus, whole, stopped = resume_runs
+    assert read_state(stopped)["step"] == 20 and whole["step"] == 40
+    assert whole["model"]["embed.weight"].shape[0] > 30  # a real vocabulary, trained
+    resumed = resumed_state(resume_runs, tmp_path)
+    assert resumed["step"] == 40
+    assert same_tensors(resumed["model"], whole["model"])
+    moments = lambda s: {f"{i}.{k}": v for i, st in s["optimizer"]["state"].items() for k, v in st.items()}
+    assert same_tensors(moments(resumed), moments(whole))
+    assert [torch.equal(a, b) for a, b in zip(resumed["hidden"], whole["hidden"])] == [True, True]
+
+
+def _no_hidden(state):
+    state["hidden"] = []
+
+
+def _other_rng(state):
+    state["rng"] = [torch.Generator().manual_seed(0).get_state()]
+
+
+def _fresh_optimizer(state):
+    state["optimizer"]["state"] = {}
+
+
+@pytest.mark.parametrize("change", [_no_hidden, _other_rng, _fresh_optimizer], ids=["hidden", "rng", "optimizer"])
+def test_the_comparison_catches_a_missing_piece(change, resume_runs, tmp_path):
+    """Without one piece of the saved state the resumed parameters differ: the test above would see it."""
+    _, whole, _ = resume_runs
+    resumed = resumed_state(resume_runs, tmp_path, change)
+    assert resumed["step"] == 40
+    assert not same_tensors(resumed["model"], whole["model"])
+
+
+# -- non-finite steps -----------------------------------------------------------------------------
+def direct_training(shakespeare, tmp_path, monkeypatch, bad_steps, **train):
+    """Train a tiny model with the loop itself; the loss is NaN at `bad_steps`.
+
+    Returns (result or the TrainingStopped raised, parameters at the start of each step, run dir).
+    """
+    text = shakespeare.read_text(encoding="utf-8")[:6000]
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    task = TextTask(ids[:5400], ids[5400:], vocab, 4, 16, 0, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(hidden=16, layers=1, embedding=8, vocab_size=len(vocab)))
+    calls = []
+    real_loss = TextTask.loss
+
+    def loss(output, target):  # called once per training step (evaluation has its own)
+        calls.append(None)
+        value = real_loss(output, target)
+        return value * math.nan if len(calls) - 1 in bad_steps else value
+
+    monkeypatch.setattr(TextTask, "loss", staticmethod(loss))
+    params = {}
+
+    def record(step: int) -> bool:
+        params[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return False
+
+    config = TrainConfig(lr=1e-2, warmup_steps=0, **train)
+    try:
+        outcome = loop.train(model, task, config, tmp_path / "run", {"corpus": {"name": "test"}}, should_stop=record)
+    except loop.TrainingStopped as stopped:
+        outcome = stopped
+    return outcome, params, tmp_path / "run", config
+
+
+def test_non_finite_steps_are_skipped_counted_and_lower_the_rate(shakespeare, tmp_path, monkeypatch, capsys):
+    result, params, run, config = direct_training(shakespeare, tmp_path, monkeypatch, {3, 7}, max_steps=12)
+    assert result.status == "finished" and result.step == 12
+    assert same_tensors(params[4], params[3]) and same_tensors(params[8], params[7])  # no update
+    assert not same_tensors(params[3], params[2]) and not same_tensors(params[5], params[4])  # others update
+    state = read_state(run)
+    assert state["bad_total"] == 2 and state["lr_scale"] == 0.25
+    # The learning rate of the last step is the schedule's, halved once per bad step.
+    lr = state["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(config.lr * 0.25 * loop.lr_factor(11, 11 / 12, config))
+    assert all(t.isfinite().all() for t in state["model"].values())
+    assert json.loads((run / "config.json").read_text())["metrics"]["skipped_steps"] == 2
+    err = capsys.readouterr().err
+    assert "step 3: non-finite loss (loss nan, norm nan); step skipped, learning rate halved (1 skipped so far)" in err
+    assert "step 7: non-finite loss" in err and "(2 skipped so far)" in err
+
+
+def test_many_non_finite_steps_in_a_row_stop_with_the_good_checkpoint(shakespeare, tmp_path, monkeypatch):
+    stopped, params, run, _ = direct_training(shakespeare, tmp_path, monkeypatch, set(range(6, 100)),
+                                              max_steps=50, eval_every=4, max_bad_steps=5)
+    assert isinstance(stopped, loop.TrainingStopped) and stopped.result.status == "diverged"
+    assert str(stopped) == (f"training diverged: 5 non-finite steps in a row, the last at step 10; the last good "
+                            f"checkpoint is kept in {run}. Lower --lr (or --clip) and --resume")
+    state = read_state(run)
+    assert state["step"] == 8  # the last save, during the bad run, still holds good weights
+    assert same_tensors(state["model"], params[8]) and same_tensors(params[8], params[6])
+    assert all(t.isfinite().all() for t in state["model"].values())
+
+
+def test_weights_that_overflow_are_never_saved(shakespeare_slice, tmp_path, capsys):
+    """A huge learning rate ruins the weights with finite gradients; the run keeps its last finite save."""
+    run = tmp_path / "run"
+    code, _, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", run, "--hidden", "8", "--layers", "1",
+                           "--embedding", "8", "--batch-size", "8", "--seq-len", "16", "--lr", "1e30",
+                           "--warmup-steps", "0", "--eval-every", "1", "--max-steps", "40")
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"chargen: training diverged: 5 non-finite steps in a row, the last at step \d+; the last "
+                        rf"good checkpoint is kept in {re.escape(str(run))}\. Lower --lr \(or --clip\) and --resume", last)
+    assert "the weights are no longer finite; not saving them" in err
+    state = read_state(run)
+    assert all(t.isfinite().all() for t in state["model"].values())
+
+
+# -- disk full, unwritable folder -----------------------------------------------------------------
+@pytest.mark.parametrize("error, says", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "Read-only file system"),
+                                          (errno.EACCES, "Permission denied")])
+def test_failed_save_is_one_line_and_keeps_the_previous_checkpoint(error, says, run_copy, shakespeare_slice,
+                                                                   monkeypatch, capsys):
+    corpus_before = shakespeare_slice.read_bytes()
+    before = file_bytes(run_copy)
+
+    def fsync(fd):  # where a full disk or a refused write shows up: flushing the new file
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, out, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", run_copy, "--resume",
+                             "--max-steps", "62")
+    monkeypatch.undo()
+    assert (code, out) == (1, "")
+    assert err.strip().splitlines()[-1] == (
+        f"chargen: error: cannot write {run_copy / STATE}: {says}; the previous checkpoint is intact. "
+        "Free some space or choose another folder with --checkpoint")
+    assert file_bytes(run_copy) == before  # nothing replaced, no temporary left behind
+    assert shakespeare_slice.read_bytes() == corpus_before
+    api.load(str(run_copy))
+    assert read_state(run_copy)["step"] == 60
+
+
+def test_save_failing_after_the_first_file_still_leaves_a_loadable_run(run_copy, shakespeare_slice, monkeypatch,
+                                                                        capsys):
+    """trainer_state.pt replaced, then the disk fills: a mix of new and old files, each whole, still works."""
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):
+        calls.append(fd)
+        if len(calls) > 2:  # the trainer state and its folder went through; model.safetensors does not
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    code, _, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", run_copy, "--resume", "--max-steps", "62")
+    monkeypatch.undo()
+    assert code == 1 and "the disk is full" in err
+    assert read_state(run_copy)["step"] == 62
+    assert not list(run_copy.glob(f".*{TMP_MARK}*"))
+    api.load(str(run_copy))
+    result = api.train(shakespeare_slice, checkpoint=run_copy, resume=True, overrides={"max_steps": 63})
+    assert result.step == 63
+
+
+# -- CUDA out of memory ---------------------------------------------------------------------------
+def test_out_of_memory_names_the_sizes_to_lower(shakespeare_slice, tmp_path, monkeypatch, capsys):
+    real_loss, calls = TextTask.loss, []
+
+    def loss(output, target):
+        calls.append(None)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.10 GiB total)")
+        return real_loss(output, target)
+
+    monkeypatch.setattr(TextTask, "loss", staticmethod(loss))
+    code, out, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", tmp_path / "run", "--hidden", "8",
+                             "--layers", "1", "--embedding", "8", "--batch-size", "16", "--seq-len", "32",
+                             "--max-steps", "10")
+    assert (code, out) == (1, "")
+    # Step 2 came after the first evaluation (a fifth of the budget), which saved the run.
+    assert err.strip().splitlines()[-1] == (
+        "chargen: error: out of memory on cpu at step 2 with --batch-size 16 x --seq-len 32; lower --batch-size "
+        f"(e.g. 8) or --seq-len, or train a smaller model (--hidden, --layers) (the last checkpoint in "
+        f"{tmp_path / 'run'} is kept)")
+    assert read_state(tmp_path / "run")["step"] == 2

@@ -1,0 +1,79 @@
+"""Training: a real run learns, the run directory is complete and records its metrics, runs reproduce."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pytest
+from safetensors.numpy import load_file
+
+from chargen import ModelConfig, TrainConfig, train
+from chargen.corpus import char_counts, read_text
+from chargen.train import lr_factor
+
+TINY_MODEL = dict(hidden=32, layers=1, embedding=16)
+
+
+def unigram_entropy_nats(text: str) -> float:
+    """The loss of the best model that ignores context: the entropy of the character frequencies."""
+    counts = char_counts(text)
+    total = sum(counts.values())
+    return -sum(n / total * math.log(n / total) for n in counts.values())
+
+
+@pytest.mark.slow
+def test_a_short_real_run_learns_far_below_the_unigram_entropy(shakespeare, tmp_path):
+    """~400 steps of a small LSTM on all of tinyshakespeare (about 15 s of CPU)."""
+    text = read_text(shakespeare).text
+    validation = text[-int(round(len(text) * 0.1)):]
+    floor = unigram_entropy_nats(validation)
+    assert 3.2 < floor < 3.4  # ~4.7 bits/char: what a model without context can reach
+    result = train(shakespeare, checkpoint=tmp_path / "run", model=ModelConfig(hidden=128, layers=1, embedding=32),
+                   config=TrainConfig(batch_size=32, seq_len=64, max_steps=400, eval_every=200, lr=1e-2,
+                                      warmup_steps=10, rng_seed=1))
+    assert result.status == "finished" and result.step == 400
+    config = json.loads((tmp_path / "run" / "config.json").read_text(encoding="utf-8"))
+    losses = [e["val_loss"] for e in config["evals"]]
+    assert losses == sorted(losses, reverse=True)  # it keeps improving
+    # At least 0.8 nats (1.15 bits) per character better than the unigram model: it uses context.
+    assert result.metrics["val_loss"] < floor - 0.8, (result.metrics, floor)
+
+
+def test_one_step_writes_a_complete_self_describing_run(shakespeare_slice, tmp_path):
+    run = tmp_path / "one"
+    result = train(shakespeare_slice, checkpoint=run, model=ModelConfig(**TINY_MODEL),
+                   config=TrainConfig(batch_size=8, seq_len=32, max_steps=1, rng_seed=3))
+    assert result.step == 1
+    assert {"config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"} <= {p.name for p in run.iterdir()}
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]  # no half-written files
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    m = config["metrics"]
+    assert m["steps"] == 1 and m["step"] == 1 and m["elapsed_s"] >= 0
+    assert m["val_bpc"] == pytest.approx(m["val_loss"] / math.log(2), rel=1e-5)
+    assert 0 < m["val_loss"] < 10
+    assert config["corpus"]["sha256"] == hashlib.sha256(shakespeare_slice.read_bytes()).hexdigest()
+    assert config["model"]["cell"] == "lstm" and config["model"]["hidden"] == 32
+    assert config["model"]["vocab_size"] == config["vocab_size"] == len(set(read_text(shakespeare_slice).text)) + 1
+    assert config["train"]["max_steps"] == 1 and config["train"]["rng_seed"] == 3
+
+
+def test_same_rng_seed_same_weights(shakespeare_slice, tmp_path):
+    def weights(name: str, seed: int) -> dict:
+        train(shakespeare_slice, checkpoint=tmp_path / name, model=ModelConfig(**TINY_MODEL, dropout=0.1, cell="gru"),
+              config=TrainConfig(batch_size=8, seq_len=16, max_steps=6, eval_every=6, rng_seed=seed))
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    a, b, c = weights("a", 7), weights("b", 7), weights("c", 8)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert any((a[k] != c[k]).any() for k in a)
+
+
+def test_learning_rate_warms_up_then_decays_to_the_floor():
+    config = TrainConfig(lr=1.0, warmup_steps=10, lr_floor=0.05)
+    warm = [lr_factor(s, 0.0, config) for s in range(10)]
+    assert warm == sorted(warm) and warm[0] == pytest.approx(0.1) and warm[-1] == pytest.approx(1.0)
+    decay = [lr_factor(100, p / 10, config) for p in range(11)]
+    assert decay == sorted(decay, reverse=True)
+    assert decay[0] == pytest.approx(1.0) and decay[-1] == pytest.approx(0.05)
+    assert lr_factor(100, 1.5, config) == pytest.approx(0.05)  # past the budget: stays at the floor
