@@ -73,14 +73,16 @@ def _int_at_least(minimum: int):
     return parse
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls, helps: dict[str, str], title: str) -> None:
-    """One option per dataclass field, default shown from the dataclass (argparse default None = not given)."""
+def add_config_options(parser: argparse.ArgumentParser, cls, helps: dict[str, str], title: str,
+                       defaults: dict | None = None) -> None:
+    """One option per dataclass field, default shown from the dataclass or `defaults` (argparse default
+    None = not given)."""
     group = parser.add_argument_group(title)
     for f in dataclasses.fields(cls):
         if f.name not in helps:
             continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
+        default = (defaults or {}).get(f.name, f.default)
         shown = f"(default: {default})"
         if isinstance(default, bool):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
@@ -92,7 +94,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls, helps: dict[str, st
         elif f.name == "precision":
             group.add_argument(flag, choices=PRECISIONS, default=None, help=f"{helps[f.name]} {shown}")
         else:
-            kind = type(default)
+            kind = type(f.default)
             group.add_argument(flag, type=int if kind is int else kind, default=None,
                                metavar=f.name.upper() if kind is not str else "NAME", help=f"{helps[f.name]} {shown}")
 
@@ -141,13 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(p)
     p.add_argument("--seed", default="\n", help="text to start from (default: a newline)")
     p.add_argument("--length", type=_int_at_least(0), default=500, help="characters to generate (default: 500)")
-    add_sampling_options(p)
+    add_sampling_options(p, fed="seed")
     p.add_argument("--num-samples", type=_int_at_least(1), default=1,
                    help="independent samples, drawn together as a batch (default: 1)")
-    p.add_argument("--rng-seed", type=_int_at_least(0), default=None, help="random seed: same seed, same text")
-    p.add_argument("--stop", metavar="STRING", help="stop a sample once it has produced this string")
-    p.add_argument("--unknown", choices=("error", "skip", "unk"), default="error",
-                   help="seed characters the model never saw: error, skip them, or feed <unk> (default: error)")
     p.add_argument("--no-seed", action="store_true", help="print only the generated text, not the seed before it")
     p.set_defaults(func=cmd_generate)
 
@@ -168,12 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "inside lists the commands. With stdin not a terminal, each line is one turn.")
     add_run_options(p)
     p.add_argument("--length", type=_int_at_least(1), default=200, help="characters generated per turn (default: 200)")
-    add_sampling_options(p)
-    p.add_argument("--rng-seed", type=_int_at_least(0), default=None,
-                   help="random seed: same seed, same text (default: a fresh one, shown in the banner)")
-    p.add_argument("--stop", metavar="STRING", default="", help="end a turn once it has written this string")
-    p.add_argument("--unknown", choices=("error", "skip", "unk"), default="error",
-                   help="typed characters the model never saw: error, skip them, or feed <unk> (default: error)")
+    add_sampling_options(p, fed="typed")
     p.set_defaults(func=cmd_interactive)
 
     p = commands.add_parser("inspect", help="see inside a run: surprise heat-map of a text, neuron inspector",
@@ -202,11 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_sampling_options(p: argparse.ArgumentParser) -> None:
+def add_sampling_options(p: argparse.ArgumentParser, fed: str) -> None:
+    """How characters are drawn (generate and interactive); `fed` names the text the user gives."""
     p.add_argument("--temperature", type=float, default=0.8,
                    help="randomness: 0 = always the likeliest character, 1 = the model's own odds (default: 0.8)")
     p.add_argument("--top-k", type=_int_at_least(0), default=0, help="sample among the k likeliest only (default: 0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="sample among the smallest set with this much probability (default: 1.0)")
+    p.add_argument("--rng-seed", type=_int_at_least(0), default=None,
+                   help="random seed: same seed, same text (default: a fresh one)")
+    p.add_argument("--stop", metavar="STRING", help="end a sample (a turn) once it has written this string")
+    p.add_argument("--unknown", choices=("error", "skip", "unk"), default="error",
+                   help=f"{fed} characters the model never saw: error, skip them, or feed <unk> (default: error)")
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -287,7 +286,7 @@ def cmd_interactive(args: argparse.Namespace) -> int:
     from chargen.sample import SamplingSettings
 
     settings = SessionSettings(SamplingSettings(args.temperature, args.top_k, args.top_p).validate(),
-                               args.length, args.stop)
+                               args.length, args.stop or "")
     return run_session(run_path(args.run, args.checkpoint), settings, args.rng_seed, args.unknown)
 
 
@@ -304,11 +303,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 # -- time series -------------------------------------------------------------------------------------
+from chargen.series_data import SERIES_DEFAULT_EPOCHS, SERIES_MODEL_DEFAULTS  # noqa: E402 (torch-free)
+
 SERIES_MODEL_HELP = {**{k: v for k, v in MODEL_HELP.items() if k != "tie_weights"},
                      "embedding": "size of the input projection (values -> the recurrent core)"}
 SERIES_TRAIN_HELP = {**{k: v for k, v in TRAIN_HELP.items() if k != "seq_len"},
                      "batch_size": "windows per step (all processes together); more than there are = full batch",
-                     "epochs": "stop after this many passes over the training windows (0 = no limit)"}
+                     "epochs": "stop after this many passes over the training windows (the default applies "
+                               "when neither --max-steps nor --max-time is given)",
+                     "max_time": "stop after this long, e.g. 90, 90s, 5m, 1h (0 = no limit)"}
 
 
 def add_series_parser(commands) -> None:
@@ -351,8 +354,8 @@ def add_series_parser(commands) -> None:
     g.add_argument("--loss", choices=LOSSES, default=defaults.loss, help=f"(default: {defaults.loss})")
     g.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                    help=f"last part of the series held out for validation; 0 = none (default: {defaults.val_fraction})")
-    add_config_options(p, ModelConfig, SERIES_MODEL_HELP, "model")
-    add_config_options(p, TrainConfig, SERIES_TRAIN_HELP, "training")
+    add_config_options(p, ModelConfig, SERIES_MODEL_HELP, "model", defaults=SERIES_MODEL_DEFAULTS)
+    add_config_options(p, TrainConfig, SERIES_TRAIN_HELP, "training", defaults={"epochs": SERIES_DEFAULT_EPOCHS})
     p.set_defaults(func=cmd_series_train)
 
     p = sub.add_parser("forecast", help="forecast the values after a history (CSV step,value on stdout)",
@@ -390,7 +393,7 @@ def cmd_series_train(args: argparse.Namespace) -> int:
     try:
         result = train_series(args.data, args.run, synthetic=args.synthetic, length=args.length, noise=args.noise,
                               column=args.column, fill=args.fill, checkpoint=args.checkpoint,
-                              settings=settings, model=ModelConfig(**given(args, ModelConfig)),
+                              settings=settings, model=ModelConfig(**{**SERIES_MODEL_DEFAULTS, **given(args, ModelConfig)}),
                               config=TrainConfig(**overrides), resume=args.resume, overrides=overrides)
     except TrainingStopped as stop:
         print(f"chargen: {stop}", file=sys.stderr)

@@ -60,7 +60,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     from chargen.model import build_model, count_parameters
     from chargen.runtime import close_distributed, init_distributed, pick_device, tune_allocator
     from chargen.textlm import TextTask
-    from chargen.train import TrainingStopped, autocast_dtype, train as train_loop
+    from chargen.train import autocast_dtype, train as train_loop
 
     model_config = model or ModelConfig()
     config = config or TrainConfig()
@@ -133,23 +133,16 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         make_run_dir(run_dir)
         if not resume:
             vocab.save(run_dir / TOKENIZER)
-        budget = ", ".join(part for part in (
-            f"{config.max_steps} steps" if config.max_steps else "",
-            f"{config.epochs:g} epochs" if config.epochs else "",
-            f"{config.max_time:g}s" if config.max_time else "") if part)
         info(f"{'resuming' if resume else 'training'} {run_dir}: {model_config.layers}x{model_config.hidden} "
              f"{model_config.cell.upper()} ({count_parameters(net) / 1e6:.2f}M parameters), vocabulary {len(vocab)}, "
              f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
              f"{config.batch_size} streams x {config.seq_len}, on {device}"
              + (f" x {dist.world} processes" if dist.enabled else "")
-             + f", {precision_names[autocast_dtype(config, device)]}; budget {budget}")
+             + f", {precision_names[autocast_dtype(config, device)]}; budget {config.describe_budget()}")
     try:
-        result = train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
-    except TrainingStopped:  # every rank stopped together: leave the process group cleanly
+        return train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
+    finally:  # finished or stopped, every rank ends here together: leave the process group cleanly
         close_distributed(dist)
-        raise
-    close_distributed(dist)
-    return result
 
 
 def load(run: str | Path | None = None, device: str = "cpu"):

@@ -29,7 +29,7 @@ from chargen.errors import UserError
 from chargen.log import info
 from chargen.plot import COLORS, Line
 from chargen.runtime import Distributed
-from chargen.series_data import (SYNTHETIC_LENGTH, Scaler, Series, SeriesConfig, check_sizes, detect_season,
+from chargen.series_data import (SERIES_DEFAULT_EPOCHS, SERIES_MODEL_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series, SeriesConfig, check_sizes, detect_season,
                                  from_values, load_source, read_series, split_point, synthetic, train_starts,
                                  val_starts, values_digest, window_indices)
 
@@ -154,9 +154,9 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
     """
     from chargen.model import build_model, count_parameters
     from chargen.runtime import close_distributed, init_distributed, pick_device, tune_allocator
-    from chargen.train import TrainingStopped, train as train_loop
+    from chargen.train import train as train_loop
 
-    model_config = model or ModelConfig()
+    model_config = model or ModelConfig(**SERIES_MODEL_DEFAULTS)
     config = config or TrainConfig()
     settings = settings or SeriesConfig()
     if max_time is not None:
@@ -187,7 +187,9 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         if (run_dir / CONFIG).exists():
             raise UserError(f"run {run_dir} already exists; continue it with --resume, or choose another --run")
     settings.validate()
-    config.with_default_budget().validate()
+    if not (config.max_steps or config.epochs or config.max_time):
+        config.epochs = SERIES_DEFAULT_EPOCHS
+    config.validate()
 
     values = series.values
     n_train = split_point(len(values), settings.val_fraction)
@@ -215,22 +217,15 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
     }}
     if dist.is_main:
         mode = "many-to-many" if settings.target == "every" else "many-to-one"
-        budget = ", ".join(part for part in (
-            f"{config.max_steps} steps" if config.max_steps else "",
-            f"{config.epochs:g} epochs" if config.epochs else "",
-            f"{config.max_time:g}s" if config.max_time else "") if part)
         info(f"{'resuming' if resume else 'training'} {run_dir}: {model_config.layers}x{model_config.hidden} "
              f"{model_config.cell.upper()} ({count_parameters(net):,} parameters) on {series.name}: "
              f"{n_train} training / {len(values) - n_train} validation values, {len(task.train)} windows of "
              f"{settings.window} ({mode}, horizon {settings.horizon}), batch {task.batch_size}, on {device}"
-             + (f" x {dist.world} processes" if dist.enabled else "") + f"; budget {budget}")
+             + (f" x {dist.world} processes" if dist.enabled else "") + f"; budget {config.describe_budget()}")
     try:
-        result = train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
-    except TrainingStopped:  # every rank stopped together: leave the process group cleanly
+        return train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
+    finally:  # finished or stopped, every rank ends here together: leave the process group cleanly
         close_distributed(dist)
-        raise
-    close_distributed(dist)
-    return result
 
 
 # -- using a trained run ----------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from chargen.config import ModelConfig, TrainConfig
+
 from conftest import REPO, run_cli
 
 # A tiny model: the command line must accept the sizes a user would pass.
@@ -144,7 +146,9 @@ def test_python_m_chargen_and_the_console_script_do_the_same(trained, launcher):
 
 
 @pytest.mark.parametrize("command, defaults", [
-    ("train", ["(default: 512)", "(default: lstm)", "(default: 1.0)", "(default: 0.1)", "(default: 1337)"]),
+    ("train", [f"(default: {ModelConfig().hidden})", f"(default: {ModelConfig().cell})",
+               f"(default: {TrainConfig().clip})", "(default: 0.1)", f"(default: {TrainConfig().rng_seed})",
+               f"(default: {TrainConfig().lr})", f"(default: {TrainConfig().batch_size})"]),
     ("generate", ["(default: 500)", "(default: 0.8)", "(default: a newline)", "(default: 1)"]),
     ("eval", ["(default: utf-8)", "(default: cpu)"]),
 ])

@@ -125,7 +125,8 @@ def test_latin1_file_trains_with_its_encoding(tmp_path, text_file, capsys):
 
 def test_short_text_shrinks_the_layout_and_says_so(tmp_path, text_file, capsys):
     path = text_file("short.txt", "the quick brown fox jumps over the lazy dog\n" * 4)  # 176 characters
-    rc, _, err = chargen(capsys, "train", path, *SMALL_MODEL, "--max-steps", "2", "--checkpoint", tmp_path / "run")
+    rc, _, err = chargen(capsys, "train", path, *SMALL_MODEL, "--batch-size", "64", "--seq-len", "128",
+                         "--max-steps", "2", "--checkpoint", tmp_path / "run")
     assert rc == 0, err
     assert "using --batch-size 1 --seq-len 64 instead of 64 x 128" in err
     # The 18 validation characters are fewer than one chunk: said, not refused.

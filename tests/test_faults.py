@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -26,7 +25,6 @@ import cli
 from chargen import api
 from chargen.checkpoint import STATE, TMP_MARK, read_state, read_weights
 from chargen.config import ModelConfig, TrainConfig
-from chargen.errors import UserError
 from chargen.model import build_model
 from chargen.textlm import TextTask
 from chargen.vocab import Vocab

@@ -71,6 +71,19 @@ def test_recurrent_matrices_start_orthogonal(cell):
         torch.testing.assert_close(block @ block.T, torch.eye(20), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_embeddings_start_at_the_scale_their_role_needs(tie):
+    """Untied: unit variance, so the first steps already move the gates (a 0.1 scale left the LSTM on
+    the unigram plateau for ~100 steps). Tied: the matrix also makes the logits, so ~1/sqrt(hidden)."""
+    torch.manual_seed(0)
+    hidden = 256
+    model = CharLM(ModelConfig(hidden=hidden, layers=1, embedding=hidden if tie else 64, vocab_size=500,
+                               tie_weights=tie))
+    std = model.embed.weight.detach().std().item()
+    expected = hidden ** -0.5 if tie else 1.0
+    assert abs(std / expected - 1) < 0.05
+
+
 def save_run(run_dir, model: CharLM, vocab: Vocab) -> None:
     """Write a run directory the way training does (weights, tokenizer, config)."""
     run_dir.mkdir(parents=True)

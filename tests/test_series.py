@@ -75,6 +75,22 @@ def test_regressor_shares_the_core_module_and_the_one_training_loop(monkeypatch,
     assert model.head.out_features == 3  # --horizon is the number of outputs
 
 
+def test_without_options_a_small_model_trains_for_a_fixed_number_of_epochs(tmp_path):
+    """The series defaults are a series model's (1x64), not the character model's 2x512, and with no
+    budget given the run is a fixed number of epochs rather than the character model's 5 minutes."""
+    from chargen.series_data import SERIES_DEFAULT_EPOCHS, SERIES_MODEL_DEFAULTS
+
+    result = train_series(synthetic="sine", length=120, checkpoint=tmp_path / "run",
+                          settings=SeriesConfig(window=20))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {k: config["model"][k] for k in SERIES_MODEL_DEFAULTS} == SERIES_MODEL_DEFAULTS
+    assert config["train"]["epochs"] == SERIES_DEFAULT_EPOCHS and config["train"]["max_time"] == 0
+    assert result.status == "finished"
+    windows = config["series"]["train_values"] - 20  # many-to-many, horizon 1: one window per start
+    steps_per_epoch = -(-windows // config["train"]["batch_size"])
+    assert result.step == SERIES_DEFAULT_EPOCHS * steps_per_epoch
+
+
 def test_resume_is_exact(tmp_path):
     """Stopped at step 5 and resumed, a run ends with the weights of one that ran 10 steps straight."""
     from chargen.checkpoint import read_state
