@@ -131,6 +131,27 @@ def test_sigterm_saves_once_and_resumes_on_another_world_size(shakespeare_slice,
     assert read_state(run)["step"] == step + 3
 
 
+def test_the_readme_launch_lines_reach_chargen_intact():
+    """torchrun parses its own options first and accepts abbreviations of them: a chargen option that
+    abbreviates one of torchrun's (--run -> --run-path) stops the launch. The README's lines must pass
+    torchrun's parser with every chargen argument left for chargen, and chargen's parser must take them."""
+    import shlex
+
+    import cli
+    from torch.distributed.run import get_args_parser
+
+    lines = [line for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+             if line.startswith("torchrun ")]
+    assert len(lines) >= 2
+    for line in lines:
+        launch = get_args_parser().parse_args(shlex.split(line)[1:])
+        assert launch.module and launch.training_script == "chargen"
+        args = cli.build_parser().parse_args(launch.training_script_args)
+        assert args.command == "train" and args.checkpoint == "checkpoints/big"
+    with pytest.raises(SystemExit):  # why the README does not use --run there
+        get_args_parser().parse_args(["--standalone", "-m", "chargen", "train", "big.txt", "--run", "big"])
+
+
 # -- the encoded-corpus cache --------------------------------------------------------------------
 def test_digest_and_name_agree_with_read_text(shakespeare_slice, tmp_path):
     folder = tmp_path / "books"
