@@ -93,6 +93,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
 
     tune_allocator()
     device = pick_device(config.device)
+    amp_dtype = autocast_dtype(config, device)  # refuses a precision this device cannot run, before any work
     dist = init_distributed(device)  # first: rank 0 encodes the corpus once, every rank maps it
     # The corpus as ids, memory-mapped from its cache in the run directory (a new run: vocabulary from the text).
     text = open_corpus(source, run_dir, encoding=encoding, normalize=normalize, allow_binary=allow_binary,
@@ -138,7 +139,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
              f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
              f"{config.batch_size} streams x {config.seq_len}, on {device}"
              + (f" x {dist.world} processes" if dist.enabled else "")
-             + f", {precision_names[autocast_dtype(config, device)]}; budget {config.describe_budget()}")
+             + f", {precision_names[amp_dtype]}; budget {config.describe_budget()}")
     try:
         return train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
     finally:  # finished or stopped, every rank ends here together: leave the process group cleanly

@@ -154,7 +154,7 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
     """
     from chargen.model import build_model, count_parameters
     from chargen.runtime import close_distributed, init_distributed, pick_device, tune_allocator
-    from chargen.train import train as train_loop
+    from chargen.train import autocast_dtype, train as train_loop
 
     model_config = model or ModelConfig(**SERIES_MODEL_DEFAULTS)
     config = config or TrainConfig()
@@ -199,6 +199,7 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
 
     tune_allocator()
     device = pick_device(config.device)
+    autocast_dtype(config, device)  # refuses a precision this device cannot run, before any work
     dist = init_distributed(device)
     model_config.head, model_config.inputs, model_config.outputs = "series", 1, settings.horizon
     torch.manual_seed(config.rng_seed)

@@ -6,6 +6,7 @@ import per case); a few run the real command in a subprocess to check the proces
 """
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import pickle
@@ -184,6 +185,17 @@ def test_device_cuda_without_cuda(monkeypatch, shakespeare_slice, tiny_run, tmp_
     one_line_error(chargen(capsys, "eval", "--checkpoint", tiny_run, shakespeare_slice, "--device", "cuda"),
                    "--device cuda", "CUDA is not available")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", [["train", "CORPUS"], ["series", "train", "--synthetic", "sine"]])
+def test_a_precision_the_cpu_cannot_run_is_refused_before_any_work(command, monkeypatch, shakespeare_slice,
+                                                                   tmp_path, capsys):
+    loop = importlib.import_module("chargen.train")  # the module (chargen.train is also the API function)
+    monkeypatch.setattr(loop, "cpu_runs_bf16_recurrence", lambda: False)  # as on an AVX2-only CPU
+    argv = [shakespeare_slice if a == "CORPUS" else a for a in command]
+    one_line_error(chargen(capsys, *argv, "--precision", "bf16", "--device", "cpu", "--checkpoint", tmp_path / "r"),
+                   "--precision bf16", "--precision fp32")
+    assert not (tmp_path / "r").exists()  # nothing read, cached or created
 
 
 GENERATE_OPTIONS = [
