@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from dataclasses import dataclass
 
@@ -43,11 +44,13 @@ def cpu_has_native_bf16() -> bool:
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 
 
+@functools.cache
 def cpu_runs_bf16_recurrence() -> bool:
     """Whether a bf16-autocast recurrent forward and backward run on this CPU at all.
 
     oneDNN has bf16 RNN kernels only on AVX-512 CPUs; elsewhere (an AVX2-only EPYC, say) the
-    LSTM refuses to build its primitive. A two-step probe is the reliable test.
+    LSTM refuses to build its primitive. A two-step probe is the reliable test; its answer is a
+    property of the machine, so it runs once per process.
     """
     try:
         lstm = torch.nn.LSTM(4, 4, batch_first=True)
