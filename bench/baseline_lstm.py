@@ -1,12 +1,13 @@
-"""The plain PyTorch baseline: a character LSTM trained and sampled the textbook way, no chargen code.
+"""The plain PyTorch baseline: a character LSTM (or GRU) trained and sampled the textbook way, no chargen code.
 
-Training: embedding -> nn.LSTM (batch first) -> linear, stateful truncated BPTT over B parallel
+Training: embedding -> nn.LSTM or nn.GRU (batch first) -> linear, stateful truncated BPTT over B parallel
 streams of T characters (the hidden state carried and detached between chunks), AdamW, global
 gradient-norm clipping, fp32, the default allocator. The sizes default to chargen's defaults so the
 two are compared like for like. Sampling: the model stepped one character at a time through
 nn.LSTM with torch.multinomial, the loop most tutorials write.
 
     python bench/baseline_lstm.py train --steps 10            # chars/s of the training loop (JSON)
+    python bench/baseline_lstm.py train --cell gru --hidden 256 --streams 32 --seq-len 64
     python bench/baseline_lstm.py sample --streams 64 --length 200
 
 bench/speed.py runs this file in a subprocess, side by side with chargen.
@@ -23,18 +24,21 @@ import torch
 from torch import nn
 
 
-class PlainCharLSTM(nn.Module):
-    """Embedding -> multi-layer nn.LSTM -> linear logits."""
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
-    def __init__(self, vocab: int, embedding: int = 64, hidden: int = 512, layers: int = 2):
+
+class PlainCharRNN(nn.Module):
+    """Embedding -> multi-layer nn.LSTM or nn.GRU -> linear logits."""
+
+    def __init__(self, vocab: int, embedding: int = 64, hidden: int = 512, layers: int = 2, cell: str = "lstm"):
         super().__init__()
         self.embed = nn.Embedding(vocab, embedding)
-        self.lstm = nn.LSTM(embedding, hidden, layers, batch_first=True)
+        self.rnn = CELLS[cell](embedding, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, ids: torch.Tensor, hidden=None):
-        """ids (B, T) -> logits (B, T, V) and the (h, c) state."""
-        out, hidden = self.lstm(self.embed(ids), hidden)
+        """ids (B, T) -> logits (B, T, V) and the state ((h, c) for the LSTM, h for the GRU)."""
+        out, hidden = self.rnn(self.embed(ids), hidden)
         return self.head(out), hidden
 
 
@@ -43,7 +47,7 @@ def synthetic_ids(n: int, vocab: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, vocab, size=n).astype(np.int64)
 
 
-def train_steps(model: PlainCharLSTM, ids: np.ndarray, streams: int, seq_len: int, steps: int,
+def train_steps(model: PlainCharRNN, ids: np.ndarray, streams: int, seq_len: int, steps: int,
                 lr: float = 2e-3, clip: float = 1.0, on_step=None) -> list[float]:
     """Run `steps` optimiser steps of stateful TBPTT; returns the loss of each step.
 
@@ -67,7 +71,7 @@ def train_steps(model: PlainCharLSTM, ids: np.ndarray, streams: int, seq_len: in
         x = x_all[:, c * seq_len:(c + 1) * seq_len]
         y = y_all[:, c * seq_len:(c + 1) * seq_len]
         logits, hidden = model(x, hidden)
-        hidden = tuple(h.detach() for h in hidden)
+        hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -80,7 +84,7 @@ def train_steps(model: PlainCharLSTM, ids: np.ndarray, streams: int, seq_len: in
 
 
 @torch.no_grad()
-def sample_chars(model: PlainCharLSTM, streams: int, length: int, temperature: float = 0.8,
+def sample_chars(model: PlainCharRNN, streams: int, length: int, temperature: float = 0.8,
                  seed: int = 0) -> np.ndarray:
     """Generate `length` ids per stream, one nn.LSTM step per character; returns (streams, length)."""
     model.eval()
@@ -95,18 +99,19 @@ def sample_chars(model: PlainCharLSTM, streams: int, length: int, temperature: f
     return torch.cat(out, dim=1).numpy()
 
 
-def load_chargen_weights(model: PlainCharLSTM, path: Path) -> None:
-    """Load a chargen model.safetensors (LSTM run) into the plain model: the same weights, renamed."""
+def load_chargen_weights(model: PlainCharRNN, path: Path) -> None:
+    """Load a chargen model.safetensors (a run of the same cell) into the plain model: the same weights, renamed."""
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
-    renamed = {k.replace("core.rnn.", "lstm."): v for k, v in tensors.items()}
+    renamed = {k.replace("core.rnn.", "rnn."): v for k, v in tensors.items()}
     model.load_state_dict(renamed)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("train", "sample"))
+    parser.add_argument("--cell", choices=sorted(CELLS), default="lstm")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embedding", type=int, default=64)
@@ -127,7 +132,7 @@ def main() -> None:
         libc.mallopt(-4, 0)          # M_MMAP_MAX: serve large blocks from the heap
         libc.mallopt(-1, 1 << 30)    # M_TRIM_THRESHOLD: keep freed memory in the process
     torch.manual_seed(0)
-    model = PlainCharLSTM(args.vocab, args.embedding, args.hidden, args.layers)
+    model = PlainCharRNN(args.vocab, args.embedding, args.hidden, args.layers, args.cell)
     if args.what == "train":
         ids = synthetic_ids(args.streams * args.seq_len * (args.warmup + args.steps + 2) + 1, args.vocab)
         marks: dict[int, float] = {}

@@ -10,11 +10,11 @@ glibc allocator settings in particular are per process):
 - gemm: the machine's fp32 (and bf16) matrix-multiply rate through torch, and numpy's fp32 rate
   at the sampler's 64-stream shape: the ceilings the other figures are compared with.
 - train: characters/second of chargen's real training loop (chargen.api.train, timed between
-  steps through its should_stop hook) against bench/baseline_lstm.py, the plain nn.LSTM loop of
-  the same size, batch and sequence length; the ratio; achieved model GFLOP/s (3x the forward
+  steps through its should_stop hook) against bench/baseline_lstm.py, the plain nn.LSTM (--cell gru:
+  nn.GRU) loop of the same size, batch and sequence length; the ratio; achieved model GFLOP/s (3x the forward
   FLOPs per character) as a fraction of the measured GEMM rate.
-- sample: characters/second of `chargen.sample.generate` for 1 and 64 streams of a 2x512 LSTM
-  (random weights saved as a real run directory) against the naive one-step nn.LSTM loop.
+- sample: characters/second of `chargen.sample.generate` for 1 and 64 streams of a 2x512 LSTM (or
+  --cell gru) (random weights saved as a real run directory) against the naive one-step torch loop.
 - startup: wall time of `python cli.py generate --length 1` (and of `import torch` for scale).
 - corpus: reading + encoding MB/s of a large synthetic text (ASCII and non-ASCII) and the peak
   memory it adds; peak memory of a short `cli.py train` on it against the same run on a small file.
@@ -148,7 +148,7 @@ def w_gemm(repeats: int = 10) -> dict:
     return result
 
 
-def w_train_chargen(corpus: str, val_file: str, run_dir: str, precision: str, hidden: int, layers: int,
+def w_train_chargen(corpus: str, val_file: str, run_dir: str, precision: str, cell: str, hidden: int, layers: int,
                     embedding: int, streams: int, seq_len: int, steps: int, warmup: int) -> dict:
     """chargen's own training loop (api.train: allocator tuning, TextTask, train()), timed between steps."""
     from chargen import api
@@ -162,23 +162,23 @@ def w_train_chargen(corpus: str, val_file: str, run_dir: str, precision: str, hi
 
     config = TrainConfig(batch_size=streams, seq_len=seq_len, max_steps=warmup + steps, eval_every=10**9,
                          save_every=1e9, precision=precision)
-    api.train(corpus, checkpoint=run_dir, model=ModelConfig(hidden=hidden, layers=layers, embedding=embedding),
+    api.train(corpus, checkpoint=run_dir, model=ModelConfig(cell=cell, hidden=hidden, layers=layers, embedding=embedding),
               config=config, val_file=val_file, should_stop=mark)
     seconds = marks[warmup + steps] - marks[warmup]
     from chargen.train import autocast_dtype
     import torch
 
-    chosen = autocast_dtype(config, torch.device("cpu"))
+    chosen = autocast_dtype(config, torch.device("cpu"), cell)
     return {"chars_per_s": steps * streams * seq_len / seconds, "step_s": seconds / steps,
             "precision_used": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[chosen]}
 
 
-def w_make_run(corpus: str, val_file: str, run_dir: str, hidden: int, layers: int, embedding: int) -> dict:
+def w_make_run(corpus: str, val_file: str, run_dir: str, cell: str, hidden: int, layers: int, embedding: int) -> dict:
     """A real run directory with (nearly) random weights: chargen trains one step and saves."""
     from chargen import api
     from chargen.config import ModelConfig, TrainConfig
 
-    api.train(corpus, checkpoint=run_dir, model=ModelConfig(hidden=hidden, layers=layers, embedding=embedding),
+    api.train(corpus, checkpoint=run_dir, model=ModelConfig(cell=cell, hidden=hidden, layers=layers, embedding=embedding),
               config=TrainConfig(max_steps=1, batch_size=8, seq_len=32), val_file=val_file)
     return {"run": run_dir}
 
@@ -271,15 +271,16 @@ def synthetic_text(chars: int, unicode: bool, seed: int = 0) -> str:
 
 def section_train(args, tmp: Path, results: dict) -> None:
     corpus, val = corpus_files(tmp)
-    size = dict(hidden=args.hidden, layers=args.layers, embedding=args.embedding)
+    size = dict(cell=args.cell, hidden=args.hidden, layers=args.layers, embedding=args.embedding)
     shape = dict(streams=args.streams, seq_len=args.seq_len, steps=args.train_steps, warmup=args.warmup)
-    baseline_cmd = [sys.executable, str(BENCH / "baseline_lstm.py"), "train", "--hidden", str(args.hidden),
+    plain = f"baseline: plain nn.{args.cell.upper()} loop"
+    baseline_cmd = [sys.executable, str(BENCH / "baseline_lstm.py"), "train", "--cell", args.cell, "--hidden", str(args.hidden),
                     "--layers", str(args.layers), "--embedding", str(args.embedding), "--streams", str(args.streams),
                     "--seq-len", str(args.seq_len), "--steps", str(args.train_steps), "--warmup", str(args.warmup)]
     rows = {}
     for rep in range(args.repeats):  # interleaved, so drift in the machine's load hits every row alike
         runs = {
-            "baseline: plain nn.LSTM loop": lambda: run_json(baseline_cmd),
+            plain: lambda: run_json(baseline_cmd),
             "baseline + glibc allocator thresholds": lambda: run_json(baseline_cmd + ["--allocator"]),
             "chargen --precision fp32": lambda: worker("train_chargen", corpus=str(corpus), val_file=str(val),
                                                        run_dir=str(tmp / f"fp32-{rep}"), precision="fp32",
@@ -296,13 +297,13 @@ def section_train(args, tmp: Path, results: dict) -> None:
                 rows[name] = r
     gemm = results.get("gemm") or worker("gemm")
     results["gemm"] = gemm
-    flops = 3 * flops_per_char("lstm", args.embedding, args.hidden, args.layers, 66)
-    base = rows["baseline: plain nn.LSTM loop"]["chars_per_s"]
+    flops = 3 * flops_per_char(args.cell, args.embedding, args.hidden, args.layers, 66)
+    base = rows[plain]["chars_per_s"]
     for r in rows.values():
         r["vs_baseline"] = r["chars_per_s"] / base
         r["model_gflops"] = r["chars_per_s"] * flops / 1e9
         r["of_fp32_gemm"] = r["model_gflops"] / gemm["torch_fp32_gflops"]
-    results["train"] = {"model": f"{args.layers}x{args.hidden} LSTM, embedding {args.embedding}, vocab 66",
+    results["train"] = {"model": f"{args.layers}x{args.hidden} {args.cell.upper()}, embedding {args.embedding}, vocab 66",
                         "batch": f"{args.streams} streams x {args.seq_len}", "timed_steps": args.train_steps,
                         "train_flops_per_char": flops, "rows": rows}
 
@@ -311,24 +312,24 @@ def section_sample(args, tmp: Path, results: dict) -> None:
     corpus, val = corpus_files(tmp)
     run_dir = tmp / "sample-run"
     worker("make_run", corpus=str(corpus), val_file=str(val), run_dir=str(run_dir),
-           hidden=args.hidden, layers=args.layers, embedding=args.embedding)
+           cell=args.cell, hidden=args.hidden, layers=args.layers, embedding=args.embedding)
     results["_run_dir"] = str(run_dir)
     rows = {}
     for streams, length in ((1, args.sample_length), (64, max(20, args.sample_length // 10))):
         ours = worker("sample_chargen", run_dir=str(run_dir), streams=streams, length=length)
         theirs = run_json([sys.executable, str(BENCH / "baseline_lstm.py"), "sample", "--weights",
-                           str(run_dir / "model.safetensors"), "--hidden", str(args.hidden), "--layers",
+                           str(run_dir / "model.safetensors"), "--cell", args.cell, "--hidden", str(args.hidden), "--layers",
                            str(args.layers), "--embedding", str(args.embedding), "--streams", str(streams),
                            "--length", str(max(20, length // 4))])
         rows[f"{streams} stream{'s' if streams > 1 else ''}"] = {
             "chargen_chars_per_s": ours["chars_per_s"], "baseline_chars_per_s": theirs["chars_per_s"],
             "vs_baseline": ours["chars_per_s"] / theirs["chars_per_s"], "torch_imported": ours["torch_imported"]}
         info(f"  sample {streams} streams: chargen {ours['chars_per_s']:,.0f}, baseline {theirs['chars_per_s']:,.0f} chars/s")
-    flops = flops_per_char("lstm", args.embedding, args.hidden, args.layers, 66)
+    flops = flops_per_char(args.cell, args.embedding, args.hidden, args.layers, 66)
     gemm = results.get("gemm") or worker("gemm")
     results["gemm"] = gemm
     ceiling = gemm["numpy_fp32_gflops_64x1024x2048"] * 1e9 / flops
-    results["sample"] = {"model": f"{args.layers}x{args.hidden} LSTM", "forward_flops_per_char": flops,
+    results["sample"] = {"model": f"{args.layers}x{args.hidden} {args.cell.upper()}", "forward_flops_per_char": flops,
                          "fp32_ceiling_64_streams_chars_per_s": ceiling, "rows": rows}
 
 
@@ -404,7 +405,7 @@ def table(results: dict) -> str:
         s = results["sample"]
         lines += [f"## Sampling: {s['model']} (fp32 ceiling for 64 streams at numpy's GEMM rate: "
                   f"{s['fp32_ceiling_64_streams_chars_per_s']:,.0f} chars/s)",
-                  "| streams | chargen chars/s | naive nn.LSTM loop chars/s | ratio |", "|---|---|---|---|"]
+                  "| streams | chargen chars/s | naive one-step torch loop chars/s | ratio |", "|---|---|---|---|"]
         for name, r in s["rows"].items():
             lines.append(f"| {name} | {r['chargen_chars_per_s']:,.0f} | {r['baseline_chars_per_s']:,.0f} | "
                          f"{r['vs_baseline']:.1f}x |")
@@ -432,6 +433,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="fewer steps and characters (noisier figures)")
+    parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm",
+                        help="recurrent cell of chargen and of the plain baseline (the issue's targets are for the LSTM)")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embedding", type=int, default=64)

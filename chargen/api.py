@@ -93,7 +93,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
 
     tune_allocator()
     device = pick_device(config.device)
-    amp_dtype = autocast_dtype(config, device)  # refuses a precision this device cannot run, before any work
+    amp_dtype = autocast_dtype(config, device, model_config.cell)  # refuses a precision this device cannot run, before any work
     dist = init_distributed(device)  # first: rank 0 encodes the corpus once, every rank maps it
     # The corpus as ids, memory-mapped from its cache in the run directory (a new run: vocabulary from the text).
     text = open_corpus(source, run_dir, encoding=encoding, normalize=normalize, allow_binary=allow_binary,

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from chargen.checkpoint import atomic_write, atomic_write_bytes, make_run_dir
-from chargen.corpus import corpus_files, encode_chunked, read_text
+from chargen.corpus import ENCODE_SLICE, corpus_files, read_text
 from chargen.errors import UserError
 from chargen.log import info
 from chargen.runtime import Distributed
@@ -34,8 +34,6 @@ from chargen.vocab import Vocab
 
 FORMAT = 1
 PREFIX = "corpus-"
-# Characters encoded and written per slice: bounds the memory the encoding adds to the text.
-SLICE = 1 << 24
 
 
 @dataclass
@@ -80,11 +78,6 @@ def corpus_name(source: Path) -> str:
     """A corpus's name without reading it: the file's stem, or the folder's name (as read_text names it)."""
     source = Path(source)
     return source.stem if source.is_file() else source.name
-
-
-def ids_dtype(vocab: Vocab) -> np.dtype:
-    """One byte per character when the vocabulary allows it, else the vocabulary's own type."""
-    return np.dtype(np.uint8) if len(vocab) <= 256 else vocab.dtype
 
 
 def open_corpus(source: Path, run_dir: Path, *, encoding: str = "utf-8", normalize: bool = True,
@@ -158,14 +151,15 @@ def _prepare(source: Path, run_dir: Path, encoding: str, normalize: bool, allow_
         vocab = Vocab(sorted(counts), normalize=normalize)
     make_run_dir(run_dir)
     path = run_dir / f"{PREFIX}{key}.npy"
-    dtype = ids_dtype(vocab)
+    dtype = vocab.dtype
 
     def write(f) -> None:
         # A .npy header, then the ids slice by slice: the whole id array is never in memory.
+        # (Slices of an NFC text are NFC already: encoded without normalising again.)
         header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (len(text.text),)}
         np.lib.format.write_array_header_1_0(f, header)
-        for start in range(0, len(text.text), SLICE):
-            f.write(encode_chunked(vocab, text.text[start:start + SLICE]).astype(dtype).data)
+        for start in range(0, len(text.text), ENCODE_SLICE):
+            f.write(vocab.encode_normalized(text.text[start:start + ENCODE_SLICE]).data)
 
     atomic_write(path, write)
     record = {**expected, "length": len(text.text), "dtype": dtype.name, "chars": vocab.chars,

@@ -37,51 +37,69 @@ class SamplingSettings:
         return self
 
 
+def _weights(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
+    """Unnormalised probabilities (B, V) float64 of the next character under `settings` (temperature > 0).
+
+    Temperature divides the logits; top-k keeps the k likeliest; top-p keeps the smallest set whose
+    mass reaches p. The `<unk>` id always gets weight 0. Left unnormalised: drawing needs only the
+    running sum, and one stream's step is a handful of microseconds, so every pass counts.
+    """
+    w = logits.astype(np.float64)  # float64: exact enough for tiny temperatures
+    w[:, UNK_ID] = -np.inf
+    # Shift the largest logit to 0 before dividing: a tiny temperature then sends the others to -inf
+    # (weight 0) instead of overflowing to inf - inf = nan.
+    w -= w.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        w /= settings.temperature
+    V = w.shape[1]
+    if 0 < settings.top_k < V:
+        kth = np.partition(w, V - settings.top_k, axis=1)[:, V - settings.top_k][:, None]
+        w[w < kth] = -np.inf
+    np.exp(w, out=w)
+    if settings.top_p < 1:
+        order = np.argsort(-w, axis=1)
+        sorted_w = np.take_along_axis(w, order, axis=1)
+        # keep a character while the mass before it is below p (the likeliest is always kept)
+        before = np.cumsum(sorted_w, axis=1) - sorted_w
+        drop_sorted = before >= settings.top_p * w.sum(axis=1, keepdims=True)
+        drop = np.zeros_like(drop_sorted)
+        np.put_along_axis(drop, order, drop_sorted, axis=1)
+        w[drop] = 0
+    return w
+
+
+def _argmax_without_unk(logits: np.ndarray) -> np.ndarray:
+    """The likeliest id of each row of (B, V) logits other than `<unk>`."""
+    logits = logits.copy()
+    logits[:, UNK_ID] = -np.inf
+    return logits.argmax(axis=1)
+
+
 def next_char_probs(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
     """The distribution the next character is drawn from: (B, V) logits -> (B, V) probabilities.
 
     Temperature divides the logits (0 puts all mass on the argmax); top-k keeps the k likeliest;
     top-p keeps the smallest set whose mass reaches p. The `<unk>` id is never produced.
     """
-    logits = np.array(logits, dtype=np.float64)  # float64: exact enough for tiny temperatures
-    logits[:, UNK_ID] = -np.inf
-    B, V = logits.shape
     if settings.temperature == 0:
-        probs = np.zeros_like(logits)
-        probs[np.arange(B), logits.argmax(axis=1)] = 1.0
+        probs = np.zeros(logits.shape)
+        probs[np.arange(len(logits)), _argmax_without_unk(logits)] = 1.0
         return probs
-    # Shift the largest logit to 0 before dividing: a tiny temperature then sends the others to -inf
-    # (probability 0) instead of overflowing to inf - inf = nan.
-    logits -= logits.max(axis=1, keepdims=True)
-    with np.errstate(over="ignore"):
-        logits /= settings.temperature
-    if 0 < settings.top_k < V:
-        kth = np.partition(logits, V - settings.top_k, axis=1)[:, V - settings.top_k][:, None]
-        logits[logits < kth] = -np.inf
-    probs = np.exp(logits)
-    probs /= probs.sum(axis=1, keepdims=True)
-    if settings.top_p < 1:
-        order = np.argsort(-probs, axis=1)
-        sorted_p = np.take_along_axis(probs, order, axis=1)
-        # keep a character while the mass before it is below p (the likeliest is always kept)
-        drop_sorted = (np.cumsum(sorted_p, axis=1) - sorted_p) >= settings.top_p
-        drop = np.zeros_like(drop_sorted)
-        np.put_along_axis(drop, order, drop_sorted, axis=1)
-        probs[drop] = 0
-        probs /= probs.sum(axis=1, keepdims=True)
-    return probs
+    w = _weights(logits, settings)
+    return w / w.sum(axis=1, keepdims=True)
 
 
 def sample_next(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one id per row of (B, V) logits; returns the ids (B,) and the probability each was given."""
-    probs = next_char_probs(logits, settings)
     if settings.temperature == 0:
-        ids = probs.argmax(axis=1)
-    else:
-        cdf = np.cumsum(probs, axis=1)
-        u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
-        ids = np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
-    return ids, probs[np.arange(len(ids)), ids]
+        return _argmax_without_unk(logits), np.ones(len(logits))
+    w = _weights(logits, settings)
+    cdf = np.cumsum(w, axis=1)
+    total = cdf[:, -1]
+    # The first id whose running mass exceeds u ~ U(0, total); the min guards u == total.
+    u = rng.random(len(w)) * total
+    ids = np.minimum((cdf <= u[:, None]).sum(axis=1), w.shape[1] - 1)
+    return ids, w[np.arange(len(ids)), ids] / total
 
 
 class Sampler:
@@ -99,12 +117,13 @@ class Sampler:
         self.logits: np.ndarray | None = None  # (B, V) after the last character fed
 
     def snapshot(self) -> tuple:
-        """The current state, to return to later with `restore` (states are never mutated in place)."""
-        return self.state, self.logits
+        """A copy of the current state, to return to later with `restore` (stepping updates it in place)."""
+        return tuple(a.copy() for a in self.state), self.logits
 
     def restore(self, snapshot: tuple) -> None:
-        """Go back to a `snapshot`."""
-        self.state, self.logits = snapshot
+        """Go back to a `snapshot` (which stays valid: it is copied again)."""
+        state, self.logits = snapshot
+        self.state = tuple(a.copy() for a in state)
 
     def encode_seed(self, text: str, unknown: str = "error") -> np.ndarray:
         """Ids of seed text; unknown characters are an error naming them, skipped, or fed as <unk>."""
@@ -128,9 +147,11 @@ class Sampler:
         # step one of them and copy it (a 64-stream seed costs one stream's time, not 64).
         # States are tuples of batch-first arrays (see NumpyStepper).
         rows = 1 if all((s == s[:1]).all() for s in self.state) else self.streams
-        state = tuple(s[:rows] for s in self.state)
+        state = tuple(s[:rows].copy() for s in self.state)
+        column = np.empty(rows, dtype=np.int64)
         for i in ids:
-            logits, state = self.stepper.step(np.full(rows, i), state)
+            column.fill(i)
+            logits = self.stepper.advance(column, state)
         copies = self.streams // rows
         self.logits = np.repeat(logits, copies, axis=0)
         self.state = tuple(np.repeat(s, copies, axis=0) for s in state)
@@ -142,7 +163,7 @@ class Sampler:
             self.feed(self.encode_seed("\n", unknown="unk"))
         for _ in range(length):
             ids, p = sample_next(self.logits, settings, rng)
-            self.logits, self.state = self.stepper.step(ids, self.state)
+            self.logits = self.stepper.advance(ids, self.state)
             yield ids, p
 
 

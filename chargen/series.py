@@ -199,7 +199,7 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
 
     tune_allocator()
     device = pick_device(config.device)
-    autocast_dtype(config, device)  # refuses a precision this device cannot run, before any work
+    autocast_dtype(config, device, model_config.cell)  # refuses a precision this device cannot run, before any work
     dist = init_distributed(device)
     model_config.head, model_config.inputs, model_config.outputs = "series", 1, settings.horizon
     torch.manual_seed(config.rng_seed)

@@ -26,8 +26,9 @@ matrix-matrix and ~10% faster with W stored (K, G) row-major. The second copy is
 first call with at least BATCHED streams.
 
 State: a tuple of float32 arrays, batch first so streams can be selected with `a[rows]`:
-LSTM (h, c), RNN and GRU (h,), each (B, L, H). `step` never writes into the state it is given
-(it returns a new one), so a caller may keep old states as snapshots.
+LSTM (h, c), RNN and GRU (h,), each (B, L, H). `advance` updates a state in place (what a
+sampler stepping one state along wants: no copy per character); `step` leaves the state it is
+given untouched and returns a new one, so a caller may keep old states as snapshots.
 """
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class NumpyStepper:
         self._operands = lambda copy: [tuple(transpose(m, copy) for m in mats) if isinstance(mats, tuple)
                                        else transpose(mats, copy) for mats in w]
         self._by_layout = {False: self._operands(False)}
-        self._scratch: dict[int, list[np.ndarray]] = {}
+        self._scratch: dict[int, tuple[np.ndarray, ...]] = {}
 
     def zero_state(self, batch: int) -> State:
         """The all-zero state for `batch` streams."""
@@ -103,33 +104,54 @@ class NumpyStepper:
         n = 2 if self.cell == "lstm" else 1
         return tuple(np.zeros(shape, dtype=np.float32) for _ in range(n))
 
-    def _buffers(self, batch: int) -> list[np.ndarray]:
-        """Gate scratch for this batch size: LSTM/RNN one (B, G); GRU gi and gh, each (B, 3H)."""
+    def _buffers(self, batch: int) -> tuple[np.ndarray, ...]:
+        """Gate scratch for this batch size and its views, made once (a view costs as much as a small op).
+
+        LSTM: the (B, 4H) gates, then views of the sigmoid block and of i, f, o, g.
+        RNN: the (B, H) pre-activation. GRU: gi and gh (B, 3H), then views of gi's r|z block, r, z, n
+        and of gh's r|z block and n part.
+        """
         if batch not in self._scratch:
-            G = GATES[self.cell] * self.hidden
-            count = 2 if self.cell == "gru" else 1
-            self._scratch[batch] = [np.empty((batch, G), dtype=np.float32) for _ in range(count)]
+            H = self.hidden
+            if self.cell == "lstm":
+                gates = np.empty((batch, 4 * H), dtype=np.float32)
+                self._scratch[batch] = (gates, gates[:, :3 * H], *(gates[:, k * H:(k + 1) * H] for k in range(4)))
+            elif self.cell == "gru":
+                gi, gh = np.empty((2, batch, 3 * H), dtype=np.float32)
+                self._scratch[batch] = (gi, gh, gi[:, :2 * H], gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:],
+                                        gh[:, :2 * H], gh[:, 2 * H:])
+            else:
+                self._scratch[batch] = (np.empty((batch, H), dtype=np.float32),)
         return self._scratch[batch]
 
     def step(self, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
         """Feed one character per stream; returns logits (B, V) and the new state (inputs untouched)."""
-        ids = np.asarray(ids)
+        new = tuple(s.copy() for s in state)
+        return self.advance(ids, new), new
+
+    def advance(self, ids: np.ndarray, state: State) -> np.ndarray:
+        """Feed one character per stream, updating `state` in place; returns new logits (B, V).
+
+        The state's arrays must be C-contiguous (those of `zero_state`, `step` and their copies are):
+        each layer's h and c are written through (B, L*H) views of them.
+        """
         B, L, H = len(ids), self.layers, self.hidden
-        new = tuple(s.copy() for s in state)  # updated in place below; the caller's state stays intact
-        h = new[0].reshape(B, L * H)           # a view: [h_0 | h_1 | ... ] per stream
+        if not all(s.flags.c_contiguous for s in state):
+            raise ValueError("advance() updates the state in place: pass C-contiguous arrays")
+        h = state[0].reshape(B, L * H)  # a view: [h_0 | h_1 | ... ] per stream
         batched = B >= BATCHED
         if batched not in self._by_layout:
             self._by_layout[batched] = self._operands(True)
         w = self._by_layout[batched]
         if self.cell == "lstm":
-            self._lstm(w, ids, h, new[1].reshape(B, L * H), self._buffers(B)[0])
+            self._lstm(w, ids, h, state[1].reshape(B, L * H), self._buffers(B))
         elif self.cell == "gru":
-            self._gru(w, ids, h, *self._buffers(B))
+            self._gru(w, ids, h, self._buffers(B))
         else:
             self._rnn(w, ids, h, self._buffers(B)[0])
         logits = h[:, (L - 1) * H:] @ self.head_w.T
         logits += self.head_b
-        return logits, new
+        return logits
 
     def _layer_input(self, w: list, layer: int, ids: np.ndarray, h: np.ndarray, gates: np.ndarray) -> None:
         """gates <- the pre-activation of `layer` for LSTM and RNN (bias included)."""
@@ -141,15 +163,14 @@ class NumpyStepper:
             np.matmul(h[:, (layer - 1) * H:(layer + 1) * H], w[layer], out=gates)
             gates += self.bias[layer]
 
-    def _lstm(self, w: list, ids: np.ndarray, h: np.ndarray, c: np.ndarray, gates: np.ndarray) -> None:
+    def _lstm(self, w: list, ids: np.ndarray, h: np.ndarray, c: np.ndarray, scratch: tuple) -> None:
         H = self.hidden
+        gates, sig, i, f, o, g = scratch
         for layer in range(self.layers):
             self._layer_input(w, layer, ids, h, gates)
             np.tanh(gates, out=gates)               # sigmoid rows were halved: tanh(x/2)
-            sig = gates[:, :3 * H]
             sig *= 0.5
             sig += 0.5                              # now sigmoid(i), sigmoid(f), sigmoid(o)
-            i, f, o, g = (gates[:, k * H:(k + 1) * H] for k in range(4))
             cl, hl = c[:, layer * H:(layer + 1) * H], h[:, layer * H:(layer + 1) * H]
             cl *= f
             g *= i
@@ -163,8 +184,9 @@ class NumpyStepper:
             self._layer_input(w, layer, ids, h, gates)
             np.tanh(gates, out=h[:, layer * H:(layer + 1) * H])
 
-    def _gru(self, w: list, ids: np.ndarray, h: np.ndarray, gi: np.ndarray, gh: np.ndarray) -> None:
+    def _gru(self, w: list, ids: np.ndarray, h: np.ndarray, scratch: tuple) -> None:
         H = self.hidden
+        gi, gh, rz, r, z, n, gh_rz, gh_n = scratch
         for layer in range(self.layers):
             hl = h[:, layer * H:(layer + 1) * H]   # old h of this layer, overwritten at the end
             if layer == 0:
@@ -176,13 +198,11 @@ class NumpyStepper:
                 gi += b_ih
             np.matmul(hl, w_hh, out=gh)
             gh += b_hh
-            rz = gi[:, :2 * H]
-            rz += gh[:, :2 * H]
+            rz += gh_rz
             np.tanh(rz, out=rz)
             rz *= 0.5
             rz += 0.5                               # sigmoid(r), sigmoid(z)
-            r, z, n = gi[:, :H], gi[:, H:2 * H], gi[:, 2 * H:]
-            r *= gh[:, 2 * H:]
+            r *= gh_n
             n += r
             np.tanh(n, out=n)                       # n = tanh(W_in x + b_in + r (W_hn h + b_hn))
             hl -= n

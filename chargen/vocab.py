@@ -39,6 +39,11 @@ def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 
+def min_id_dtype(size: int) -> type:
+    """The narrowest unsigned integer type for ids 0 .. size - 1."""
+    return np.uint8 if size <= 1 << 8 else np.uint16 if size <= 1 << 16 else np.uint32
+
+
 class Vocab:
     """A character vocabulary with `<unk>` at id 0."""
 
@@ -55,7 +60,7 @@ class Vocab:
         # <unk> entry at the end (at most 1.1M entries): absent code points map to <unk>, and
         # larger ones are clipped to the last entry, <unk> too.
         size = int(points.max()) + 2 if len(points) else 1
-        self._dtype = np.uint16 if len(chars) + 1 < 2**16 else np.uint32
+        self._dtype = min_id_dtype(len(chars) + 1)
         self._to_id = np.zeros(size, dtype=self._dtype)
         self._to_id[points] = np.arange(1, len(chars) + 1, dtype=self._dtype)
         self._to_cp = np.array([ord(UNK_CHAR)] + [ord(c) for c in chars], dtype=np.uint32)
@@ -70,7 +75,7 @@ class Vocab:
 
     @property
     def dtype(self) -> np.dtype:
-        """The smallest unsigned integer type that holds every id."""
+        """The smallest unsigned integer type that holds every id (one byte per character for most texts)."""
         return np.dtype(self._dtype)
 
     def prepare(self, text: str) -> str:

@@ -44,7 +44,7 @@ def tiny_run(shakespeare_slice, tmp_path_factory) -> Path:
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     train(shakespeare_slice, checkpoint=run_dir,
-          model=ModelConfig(hidden=64, layers=2, embedding=32),
+          model=ModelConfig(cell="lstm", hidden=64, layers=2, embedding=32),
           config=TrainConfig(batch_size=16, seq_len=32, max_steps=60, eval_every=30, lr=5e-3, rng_seed=1))
     return run_dir
 

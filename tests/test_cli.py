@@ -47,7 +47,7 @@ def test_train_writes_a_complete_run_and_nothing_on_stdout(trained):
     assert {"config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"} <= {
         p.name for p in trained["run"].iterdir()}
     config = json.loads((trained["run"] / "config.json").read_text(encoding="utf-8"))
-    assert config["model"]["hidden"] == 32 and config["model"]["layers"] == 1 and config["model"]["cell"] == "lstm"
+    assert config["model"]["hidden"] == 32 and config["model"]["layers"] == 1 and config["model"]["cell"] == "gru"
     assert config["train"]["max_steps"] == 20 and config["metrics"]["steps"] == 20
 
 

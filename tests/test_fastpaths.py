@@ -152,7 +152,7 @@ ALLOCATOR_SCRIPT = textwrap.dedent("""
 
     def losses():
         torch.manual_seed(0)
-        model = CharLM(ModelConfig(hidden=96, layers=2, embedding=16, vocab_size=40))
+        model = CharLM(ModelConfig(cell="lstm", hidden=96, layers=2, embedding=16, vocab_size=40))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         x = torch.randint(0, 40, (16, 65), generator=torch.Generator().manual_seed(1))
         hidden, out = None, []
@@ -197,24 +197,34 @@ def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16(monkeypatch, native
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
     monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: True)
     cpu = torch.device("cpu")
-    assert train.autocast_dtype(TrainConfig(), cpu) == (torch.bfloat16 if native else None)
-    assert train.autocast_dtype(TrainConfig(precision="fp32"), cpu) is None
+    assert train.autocast_dtype(TrainConfig(), cpu, "lstm") == (torch.bfloat16 if native else None)
+    assert train.autocast_dtype(TrainConfig(precision="fp32"), cpu, "lstm") is None
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_auto_precision_on_cpu_keeps_the_step_by_step_cells_in_fp32(monkeypatch, cell):
+    """Only the LSTM has oneDNN's fused bf16 kernel on a CPU; the others stay fp32 unless asked."""
+    train = importlib.import_module("chargen.train")
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: True)
+    assert train.autocast_dtype(TrainConfig(), torch.device("cpu"), cell) is None
+    assert train.autocast_dtype(TrainConfig(precision="bf16"), torch.device("cpu"), cell) == torch.bfloat16
 
 
 def test_auto_precision_falls_back_to_fp32_where_bf16_kernels_fail(monkeypatch):
     train = importlib.import_module("chargen.train")
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
     monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: False)
-    assert train.autocast_dtype(TrainConfig(), torch.device("cpu")) is None
+    assert train.autocast_dtype(TrainConfig(), torch.device("cpu"), "lstm") is None
 
 
 def test_asking_for_bf16_on_a_cpu_without_its_kernels_is_a_clear_error(monkeypatch):
     train = importlib.import_module("chargen.train")
     monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: False)
     with pytest.raises(UserError, match="--precision bf16.*--precision fp32"):
-        train.autocast_dtype(TrainConfig(precision="bf16"), torch.device("cpu"))
+        train.autocast_dtype(TrainConfig(precision="bf16"), torch.device("cpu"), "lstm")
     with pytest.raises(UserError, match="--precision fp16 needs a CUDA device"):
-        train.autocast_dtype(TrainConfig(precision="fp16"), torch.device("cpu"))
+        train.autocast_dtype(TrainConfig(precision="fp16"), torch.device("cpu"), "lstm")
 
 
 def test_the_bf16_probe_matches_what_the_lstm_does():
@@ -233,7 +243,7 @@ def test_the_bf16_probe_matches_what_the_lstm_does():
 def test_bf16_autocast_step_follows_fp32():
     """One training step of the LSTM under CPU bf16 autocast: same loss and gradients to bf16 accuracy."""
     torch.manual_seed(0)
-    model = CharLM(ModelConfig(hidden=128, layers=2, embedding=32, vocab_size=VOCAB))
+    model = CharLM(ModelConfig(cell="lstm", hidden=128, layers=2, embedding=32, vocab_size=VOCAB))
     x = torch.randint(0, VOCAB, (8, 49), generator=torch.Generator().manual_seed(3))
 
     def loss_and_grads(bf16: bool):
@@ -258,7 +268,7 @@ def test_bf16_training_reaches_the_fp32_validation_loss(shakespeare_slice, tmp_p
 
     def val_loss(precision: str) -> float:
         result = api.train(shakespeare_slice, checkpoint=tmp_path / precision,
-                           model=ModelConfig(hidden=64, layers=2, embedding=16),
+                           model=ModelConfig(cell="lstm", hidden=64, layers=2, embedding=16),
                            config=TrainConfig(batch_size=16, seq_len=32, max_steps=40, warmup_steps=5, lr=1e-2,
                                               eval_every=40, precision=precision))
         return result.metrics["val_loss"]

@@ -53,7 +53,7 @@ def test_one_step_writes_a_complete_self_describing_run(shakespeare_slice, tmp_p
     assert m["val_bpc"] == pytest.approx(m["val_loss"] / math.log(2), rel=1e-5)
     assert 0 < m["val_loss"] < 10
     assert config["corpus"]["sha256"] == hashlib.sha256(shakespeare_slice.read_bytes()).hexdigest()
-    assert config["model"]["cell"] == "lstm" and config["model"]["hidden"] == 32
+    assert config["model"]["cell"] == "gru" and config["model"]["hidden"] == 32
     assert config["model"]["vocab_size"] == config["vocab_size"] == len(set(read_text(shakespeare_slice).text)) + 1
     assert config["train"]["max_steps"] == 1 and config["train"]["rng_seed"] == 3
 

@@ -31,6 +31,16 @@ def test_decode_encode_gives_back_the_nfc_text(text):
     assert vocab.decode(ids) == nfc
 
 
+@pytest.mark.parametrize("chars, dtype", [(255, np.uint8), (256, np.uint16), (65535, np.uint16), (65536, np.uint32)])
+def test_ids_take_the_narrowest_type_that_holds_them(chars, dtype):
+    """255 characters + <unk> = ids 0..255 fit a byte; one more character needs two."""
+    vocab = Vocab([chr(0x100 + i) for i in range(chars)])
+    assert vocab.dtype == dtype
+    last = vocab.chars[-1]
+    ids = vocab.encode(last + "\n")  # the last id, and an unknown character
+    assert ids.dtype == dtype and ids.tolist() == [chars, UNK_ID]
+
+
 def test_composed_and_decomposed_accents_are_one_character():
     vocab = Vocab.from_text(unicodedata.normalize("NFC", "caf\u00e9"))
     assert vocab.encode("cafe\u0301").tolist() == vocab.encode("caf\u00e9").tolist()
