@@ -10,6 +10,7 @@ from typing import Union
 import torch
 from torch import nn
 
+from chargen import gru_cpu
 from chargen.config import ModelConfig
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -28,7 +29,8 @@ def detach_hidden(hidden: Hidden | None) -> Hidden | None:
 
 
 class RecurrentCore(nn.Module):
-    """A stack of RNN/LSTM/GRU layers on the fused kernels (cuDNN / oneDNN), batch first."""
+    """A stack of RNN/LSTM/GRU layers, batch first: the fused kernels (cuDNN; oneDNN for the CPU
+    LSTM), and for a GRU on the CPU, where PyTorch has none, `gru_cpu` (the same GRU, faster)."""
 
     def __init__(self, cell: str, input_size: int, hidden: int, layers: int, dropout: float):
         super().__init__()
@@ -56,6 +58,8 @@ class RecurrentCore(nn.Module):
 
     def forward(self, x: torch.Tensor, hidden: Hidden | None = None) -> tuple[torch.Tensor, Hidden]:
         """x: (B, T, input_size) -> outputs (B, T, hidden) and the state after the last step."""
+        if gru_cpu.applies(self.rnn, x):
+            return gru_cpu.gru_forward(self.rnn, x, hidden)
         return self.rnn(x, hidden)
 
 

@@ -113,8 +113,11 @@ class TextTask:
         from chargen.stepper import NumpyStepper
 
         weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-        sampler = Sampler(NumpyStepper(weights, model.config.to_dict()), self.vocab)
-        rng = np.random.default_rng(seed)
-        ids = [int(i[0]) for i, _ in sampler.stream(length, SamplingSettings(temperature=0.8), rng)]
+        with np.errstate(all="ignore"):  # weights blown up by a diverging run: say so instead of warning
+            sampler = Sampler(NumpyStepper(weights, model.config.to_dict()), self.vocab)
+            rng = np.random.default_rng(seed)
+            ids = [int(i[0]) for i, _ in sampler.stream(length, SamplingSettings(temperature=0.8), rng)]
+        if not np.isfinite(sampler.logits).all():
+            return "(no sample: the model's outputs are not finite)"
         return self.vocab.decode(ids)
 

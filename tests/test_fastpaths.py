@@ -4,8 +4,9 @@
   the torch model's full-sequence forward, for every cell, a deep stack, one stream and several;
 - compact code points and table-lookup encoding == one character at a time; counting and
   encoding slice by slice == the whole text at once;
-- chargen's training fast paths: glibc allocator tuning changes no number; bf16 autocast follows
-  fp32 closely (one step's loss and gradients, and a short run's validation loss).
+- chargen's training fast paths: glibc allocator tuning changes no number; the CPU GRU layer with its
+  backward written out == nn.GRU (outputs, state, every gradient); bf16 autocast follows fp32
+  closely (one step's loss and gradients, and a short run's validation loss).
 """
 from __future__ import annotations
 
@@ -183,6 +184,61 @@ def test_allocator_tuning_changes_no_number():
     if not r["took_effect"]:
         pytest.skip("glibc's mallopt is not available here")
     assert r["plain"] == r["tuned"]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_cpu_gru_equals_nn_gru_outputs_state_and_every_gradient(dtype, tol):
+    """gru_cpu's written-out forward and backward against nn.GRU's own (autograd through its steps)."""
+    from chargen.gru_cpu import gru_forward
+
+    torch.manual_seed(4)
+    rnn = torch.nn.GRU(7, 6, num_layers=3, batch_first=True).to(dtype)
+    with torch.no_grad():
+        for p in rnn.parameters():
+            p.uniform_(-0.9, 0.9)  # biases too: a bias in the wrong place shows
+    x = torch.randn(4, 13, 7, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(3, 4, 6, dtype=dtype, requires_grad=True)
+    weights = torch.randn(4, 13, 6, dtype=dtype), torch.randn(3, 4, 6, dtype=dtype)  # a loss using both outputs
+
+    def run(forward):
+        out, h = forward(x, h0)
+        loss = (out * weights[0]).sum() + (h * weights[1]).sum()
+        return [out, h, *torch.autograd.grad(loss, [x, h0, *rnn.parameters()])]
+
+    expected, got = run(rnn), run(lambda x, h: gru_forward(rnn, x, h))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=tol)
+
+
+def test_the_model_runs_its_gru_through_gru_cpu_on_the_cpu_only_in_plain_precision(monkeypatch):
+    from chargen import gru_cpu
+
+    model = random_model("gru", layers=2)
+    calls = []
+    real = gru_cpu.gru_forward
+    monkeypatch.setattr(gru_cpu, "gru_forward", lambda *a: calls.append(1) or real(*a))
+    ids = torch.randint(0, VOCAB, (2, 9))
+    with torch.no_grad():
+        logits, _ = model(ids)
+        assert len(calls) == 1
+        torch.testing.assert_close(logits, model.head(model.core.rnn(model.embed(ids))[0]), rtol=0, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(ids)
+    assert len(calls) == 1  # under autocast nn.GRU runs (autocast's casts apply to its products)
+
+
+def test_cpu_gru_applies_dropout_between_layers_in_training_only():
+    from chargen.gru_cpu import gru_forward
+
+    torch.manual_seed(0)
+    rnn = torch.nn.GRU(5, 8, num_layers=2, batch_first=True, dropout=0.5)
+    x = torch.randn(3, 6, 5)
+    rnn.eval()
+    torch.testing.assert_close(gru_forward(rnn, x, None)[0], rnn(x)[0], rtol=0, atol=1e-6)
+    rnn.train()
+    trained = [gru_forward(rnn, x, None)[0] for _ in range(2)]
+    assert not torch.allclose(trained[0], trained[1])  # a fresh dropout mask each call
+    assert not torch.allclose(trained[0], rnn.eval()(x)[0])
 
 
 # oneDNN builds bf16 recurrent kernels only on AVX-512 CPUs; on others (e.g. an AVX2-only EPYC)
