@@ -357,7 +357,7 @@ def section_corpus(args, tmp: Path, results: dict) -> None:
     small = tmp / "small.txt"
     worker("make_text", path=str(small), chars=200_000, unicode=False)
     train_cmd = lambda path, run: [sys.executable, "cli.py", "train", str(path), "--checkpoint", str(tmp / run),
-                                   "--max-steps", "1", "--hidden", "64", "--layers", "1", "--embedding", "16",
+                                   "--max-steps", "1", "--cell", "lstm", "--hidden", "64", "--layers", "1", "--embedding", "16",
                                    "--val-fraction", "0.1"]
     _, small_rss = timed_child(train_cmd(small, "mem-small"))
     for kind in ("ascii", "unicode"):

@@ -4,8 +4,8 @@
 
 The run is loaded once into a `Sampler` (numpy, no torch). Typed text is fed to the model, then
 `length` characters stream out, each fed back; the hidden state carries across turns, so the story
-continues. Every turn first pushes a snapshot of the sampler (states are never mutated in place, so a
-snapshot is two references) and the story length, which is all `/undo` needs.
+continues. Every turn first pushes a snapshot of the sampler (a copy of its state: a few KB) and the
+story length, which is all `/undo` needs.
 
 Lines that start with "/" are commands; `parse_command` and `apply_setting` are pure functions, and so
 is the probability colouring (`prob_colour`), so all three are unit-tested without a terminal.

@@ -42,7 +42,7 @@ def _weights(logits: np.ndarray, settings: SamplingSettings) -> np.ndarray:
 
     Temperature divides the logits; top-k keeps the k likeliest; top-p keeps the smallest set whose
     mass reaches p. The `<unk>` id always gets weight 0. Left unnormalised: drawing needs only the
-    running sum, and one stream's step is a handful of microseconds, so every pass counts.
+    running sum, so normalising would be one more pass per character for nothing.
     """
     w = logits.astype(np.float64)  # float64: exact enough for tiny temperatures
     w[:, UNK_ID] = -np.inf
