@@ -73,11 +73,11 @@ class _GRULayer(torch.autograd.Function):
         d_gh = x.new_empty(T, B, 3 * H)
         h_prev = [h0, *out[:-1].unbind()]
         steps = zip(d_out.unbind(), h_prev, rz[..., :H].unbind(), rz[..., H:].unbind(), n.unbind(),
-                    gh[..., 2 * H:].unbind(), d_gi.unbind(), d_gi[..., :H].unbind(), d_gi[..., H:2 * H].unbind(),
+                    gh[..., 2 * H:].unbind(), d_gi[..., :H].unbind(), d_gi[..., H:2 * H].unbind(),
                     d_gi[..., :2 * H].unbind(), d_gi[..., 2 * H:].unbind(), d_gh.unbind(),
                     d_gh[..., :2 * H].unbind(), d_gh[..., 2 * H:].unbind())
         dh = torch.zeros_like(h0)
-        for d_out_t, h_prev_t, r, z, n_t, gh_n, d_gi_t, d_r, d_z, d_rz, d_n, d_gh_t, d_gh_rz, d_gh_n in reversed(list(steps)):
+        for d_out_t, h_prev_t, r, z, n_t, gh_n, d_r, d_z, d_rz, d_n, d_gh_t, d_gh_rz, d_gh_n in reversed(list(steps)):
             dh = dh + d_out_t                           # (B, H): into h_t, from above and from step t+1
             dhz = dh * z                                # h' = n + z (h - n): the direct path to h_prev
             dn = dh - dhz                               # dh (1 - z)
