@@ -12,7 +12,7 @@ own parameters (so checkpoints, the sampler and the CUDA path are unchanged), wi
   the input gradient and all four weight/bias gradients as single products over the chunk.
 
 Measured in chargen's loop (2x256, 32 streams x 64, a 2-core CPU): 1.14x the steps per second of
-`nn.GRU` (BENCHMARKS.md). What remains is mostly the per-step products, too small for two threads.
+`nn.GRU` (BENCHMARKS.md). What remains is mostly the per-step products, which run at about one core's rate.
 
 PyTorch's equations, gate rows stacked (r, z, n) in weight_ih / weight_hh / the biases:
 
