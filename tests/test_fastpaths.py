@@ -79,6 +79,22 @@ def test_stepper_never_writes_into_the_state_it_is_given(cell):
     np.testing.assert_array_equal(first, second)
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_advancing_in_place_gives_what_step_returns(cell):
+    """The sampler's in-place path and the snapshot-keeping path compute the same step."""
+    model = random_model(cell, layers=2)
+    stepper = NumpyStepper({k: v.numpy() for k, v in model.state_dict().items()}, model.config.to_dict())
+    kept, moving = stepper.zero_state(3), stepper.zero_state(3)
+    for ids in np.random.default_rng(5).integers(0, VOCAB, size=(6, 3)):
+        expected, kept = stepper.step(ids, kept)
+        np.testing.assert_array_equal(stepper.advance(ids, moving), expected)
+        for a, b in zip(moving, kept):
+            np.testing.assert_array_equal(a, b)
+    strided = tuple(np.zeros((3, 2, 2 * 40), dtype=np.float32)[:, :, ::2] for _ in moving)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        stepper.advance(np.array([1, 2, 3]), strided)
+
+
 def test_priming_many_streams_through_one_equals_stepping_them_all():
     """Sampler.feed steps one stream when all share a state, and every stream once they differ."""
     from chargen.sample import Sampler, SamplingSettings
