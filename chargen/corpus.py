@@ -11,6 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -149,13 +150,20 @@ def warn_large_alphabet(counts: dict[str, int], name: str) -> None:
          f"large and rare characters poorly learned. Rarest: {shown}")
 
 
-def encode_chunked(vocab, text: str) -> np.ndarray:
-    """Encode a long text slice by slice, so the code-point buffers never hold the whole text at once."""
-    out = np.empty(len(text), dtype=vocab.dtype)
+def encoded_slices(vocab, text: str) -> Iterator[np.ndarray]:
+    """The ids of a long text, ENCODE_SLICE characters at a time, so the code-point buffers never hold
+    the whole text. Slices of an NFC text are NFC already: they are encoded without normalising again."""
     for start in range(0, len(text), ENCODE_SLICE):
-        piece = text[start:start + ENCODE_SLICE]
-        # Slices of an NFC text are NFC already; encode without normalising again.
-        out[start:start + len(piece)] = vocab.encode_normalized(piece)
+        yield vocab.encode_normalized(text[start:start + ENCODE_SLICE])
+
+
+def encode_chunked(vocab, text: str) -> np.ndarray:
+    """The ids of a long text as one array, filled slice by slice (see `encoded_slices`)."""
+    out = np.empty(len(text), dtype=vocab.dtype)
+    start = 0
+    for ids in encoded_slices(vocab, text):
+        out[start:start + len(ids)] = ids
+        start += len(ids)
     return out
 
 

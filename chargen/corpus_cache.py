@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from chargen.checkpoint import atomic_write, atomic_write_bytes, make_run_dir
-from chargen.corpus import ENCODE_SLICE, corpus_files, read_text
+from chargen.corpus import corpus_files, encoded_slices, read_text
 from chargen.errors import UserError
 from chargen.log import info
 from chargen.runtime import Distributed
@@ -155,11 +155,10 @@ def _prepare(source: Path, run_dir: Path, encoding: str, normalize: bool, allow_
 
     def write(f) -> None:
         # A .npy header, then the ids slice by slice: the whole id array is never in memory.
-        # (Slices of an NFC text are NFC already: encoded without normalising again.)
         header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (len(text.text),)}
         np.lib.format.write_array_header_1_0(f, header)
-        for start in range(0, len(text.text), ENCODE_SLICE):
-            f.write(vocab.encode_normalized(text.text[start:start + ENCODE_SLICE]).data)
+        for ids in encoded_slices(vocab, text.text):
+            f.write(ids.data)
 
     atomic_write(path, write)
     record = {**expected, "length": len(text.text), "dtype": dtype.name, "chars": vocab.chars,
