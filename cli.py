@@ -20,6 +20,7 @@ import signal
 import sys
 
 from chargen import __version__
+from chargen.checkpoint import WRITE_FAULTS, write_failure
 from chargen.config import CELL_TYPES, PRECISIONS, ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError
 
@@ -212,7 +213,7 @@ def add_sampling_options(p: argparse.ArgumentParser, fed: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from chargen import api
     from chargen.log import info  # under torchrun only rank 0 prints these lines
-    from chargen.train import TrainingStopped
+    from chargen.loop import TrainingStopped
 
     overrides = given(args, TrainConfig)
     model_options = given(args, ModelConfig)
@@ -386,7 +387,7 @@ def add_series_parser(commands) -> None:
 def cmd_series_train(args: argparse.Namespace) -> int:
     from chargen.series import train_series
     from chargen.series_data import SeriesConfig
-    from chargen.train import TrainingStopped
+    from chargen.loop import TrainingStopped
 
     overrides = given(args, TrainConfig)
     settings = SeriesConfig(args.window, args.horizon, args.target, args.loss, args.val_fraction)
@@ -463,22 +464,36 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so Python does not complain when it flushes what is left at exit."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a user error is one line on stderr and exit 1."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a full disk under `> file` shows here at the latest
+        return code
     except UserError as e:
         print(f"chargen: error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:
-        # The reader went away (e.g. `chargen generate | head`): stop quietly, and keep Python
-        # from complaining when it flushes stdout at exit.
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # The reader went away (e.g. `chargen generate | head`): stop quietly.
+        _discard_stdout()
         return 0
+    except OSError as e:
+        if e.errno not in WRITE_FAULTS:
+            raise
+        # Every file chargen writes itself reports its own failure (checkpoint.atomic_write): this
+        # is the standard output, redirected to a file on a full or read-only disk.
+        print(f"chargen: error: {write_failure('the standard output', e)}", file=sys.stderr)
+        _discard_stdout()
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

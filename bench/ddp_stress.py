@@ -26,7 +26,7 @@ TRAIN = ["--batch-size=8", "--seq-len=32", "--lr=1e-2", "--warmup-steps=5", "--e
 def launch(args: list[str]) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "chargen", *args]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
 
 
 def main() -> int:
@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt")
     parser.add_argument("--chars", type=int, default=60_000, help="characters of the corpus to train on")
+    parser.add_argument("--log", type=Path, help="append the whole stderr of every failed launch to this file")
     args = parser.parse_args()
 
     failures: collections.Counter[str] = collections.Counter()
@@ -50,6 +51,9 @@ def main() -> int:
                 if result.returncode != 0:
                     tail = " | ".join(result.stderr.strip().splitlines()[-4:])
                     failures[f"exit {result.returncode}"] += 1
+                    if args.log:
+                        with args.log.open("a", encoding="utf-8") as log:
+                            log.write(f"=== iteration {i} {extra[0]}: exit {result.returncode}\n{result.stderr}\n")
                     print(f"iteration {i} ({'resume' if '--resume' in extra else 'train'}): exit "
                           f"{result.returncode}: {tail[-600:]}", flush=True)
             print(f"{i + 1}/{args.iterations} iterations, {sum(failures.values())} failed launches "

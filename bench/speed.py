@@ -165,7 +165,7 @@ def w_train_chargen(corpus: str, val_file: str, run_dir: str, precision: str, ce
     api.train(corpus, checkpoint=run_dir, model=ModelConfig(cell=cell, hidden=hidden, layers=layers, embedding=embedding),
               config=config, val_file=val_file, should_stop=mark)
     seconds = marks[warmup + steps] - marks[warmup]
-    from chargen.train import autocast_dtype
+    from chargen.loop import autocast_dtype
     import torch
 
     chosen = autocast_dtype(config, torch.device("cpu"), cell)

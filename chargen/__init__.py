@@ -7,9 +7,6 @@
 
 Names are imported on first use, so `import chargen` (and `chargen generate`) does not load torch.
 """
-import sys
-import types
-
 __version__ = "0.1.0"
 
 _API = {
@@ -24,22 +21,6 @@ _API = {
 }
 
 __all__ = ["__version__", *_API]
-
-
-class _Package(types.ModuleType):
-    """The package: `chargen.train` stays the API function once the training loop is imported.
-
-    Importing the submodule chargen.train sets the package attribute `train` to that module, so
-    without this a second `chargen.train(...)` call would find a module, not the function.
-    """
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return  # the submodule stays importable by name: from chargen.train import ...
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -7,13 +7,12 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Callable, Iterator
 
-from chargen.checkpoint import (CONFIG, STATE, TOKENIZER, WEIGHTS, check_complete, checkpoints_root, make_run_dir,
-                                read_config, read_state, read_weights, resolve_run)
+from chargen.checkpoint import (CONFIG, TOKENIZER, WEIGHTS, check_complete, checkpoints_root, read_config,
+                                read_weights, resolve_run)
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError, first_line
 from chargen.log import info
@@ -58,92 +57,71 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     from chargen.corpus import encode_chunked, read_text, split_train_val
     from chargen.corpus_cache import corpus_name, open_corpus
     from chargen.model import build_model, count_parameters
-    from chargen.runtime import close_distributed, init_distributed, pick_device, tune_allocator
+    from chargen.run_setup import start_run
     from chargen.textlm import TextTask
-    from chargen.train import autocast_dtype, train as train_loop
 
-    model_config = model or ModelConfig()
     config = config or TrainConfig()
     if max_time is not None:
         config.max_time = parse_duration(max_time) if isinstance(max_time, str) else float(max_time)
     source = _corpus_source(corpus)
     run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or corpus_name(source))
 
-    state, vocab, trained_on = None, None, None
-    if resume:
-        saved = read_config(run_dir)
-        check_complete(run_dir, (TOKENIZER, STATE))
-        if saved["model"].get("head") != "char":
-            raise UserError(f"{run_dir} is a time-series run; resume it with: chargen series train --resume")
-        trained_on = saved["corpus"]  # open_corpus refuses another corpus
-        vocab = Vocab.load(run_dir / TOKENIZER)
-        model_config = ModelConfig.from_dict(saved["model"])
-        config = dataclasses.replace(TrainConfig.from_dict(saved["train"]), **(overrides or {}))
-        val_fraction = saved["corpus"].get("val_fraction", val_fraction)
-        # The same bytes (checked by SHA-256) read another way would give characters outside the
-        # run's vocabulary: a resumed run reads its corpus exactly as it was first read.
-        encoding = saved["corpus"].get("encoding", encoding)
-        normalize = saved["corpus"].get("normalize", normalize)
-        state = read_state(run_dir)
-    else:
-        if run_dir.exists() and (run_dir / CONFIG).exists():
-            raise UserError(f"run {run_dir} already exists; continue it with --resume, or choose another --run")
-    config.with_default_budget().validate()
-    model_config.validate()  # before the corpus is read and cached: a mistake costs nothing
+    with start_run(run_dir, "char", resume=resume, model=model or ModelConfig(), config=config, overrides=overrides,
+                   default_budget=TrainConfig.with_default_budget) as started:
+        model_config, config = started.model, started.config
+        vocab, trained_on = None, None
+        if started.resuming:
+            check_complete(run_dir, (TOKENIZER,))
+            trained_on = started.saved["corpus"]  # open_corpus refuses another corpus
+            vocab = Vocab.load(run_dir / TOKENIZER)
+            val_fraction = trained_on.get("val_fraction", val_fraction)
+            # The same bytes (checked by SHA-256) read another way would give characters outside the
+            # run's vocabulary: a resumed run reads its corpus exactly as it was first read.
+            encoding = trained_on.get("encoding", encoding)
+            normalize = trained_on.get("normalize", normalize)
+        # The corpus as ids, memory-mapped from its cache in the run directory (a new run: vocabulary from the
+        # text); rank 0 encodes it once, every rank maps it.
+        text = open_corpus(source, run_dir, encoding=encoding, normalize=normalize, allow_binary=allow_binary,
+                           vocab=vocab, trained_on=trained_on, dist=started.dist)
+        vocab, ids = text.vocab, text.ids
+        if val_file is not None:
+            val_text = read_text(Path(val_file), encoding=encoding, normalize=normalize, allow_binary=allow_binary)
+            train_ids, val_ids = ids, encode_chunked(vocab, val_text.text)
+            val_name = str(val_file)
+        else:
+            train_ids, val_ids = split_train_val(ids, val_fraction)
+            val_name = f"last {val_fraction:.0%} of the corpus"
+        if len(val_ids) < 2:
+            raise UserError(f"the validation text ({val_name}) has fewer than 2 characters; give a longer one")
 
-    tune_allocator()
-    device = pick_device(config.device)
-    amp_dtype = autocast_dtype(config, device, model_config.cell)  # refuses a precision this device cannot run, before any work
-    dist = init_distributed(device)  # first: rank 0 encodes the corpus once, every rank maps it
-    # The corpus as ids, memory-mapped from its cache in the run directory (a new run: vocabulary from the text).
-    text = open_corpus(source, run_dir, encoding=encoding, normalize=normalize, allow_binary=allow_binary,
-                       vocab=vocab, trained_on=trained_on, dist=dist)
-    vocab, ids = text.vocab, text.ids
-    if val_file is not None:
-        val_text = read_text(Path(val_file), encoding=encoding, normalize=normalize, allow_binary=allow_binary)
-        train_ids, val_ids = ids, encode_chunked(vocab, val_text.text)
-        val_name = str(val_file)
-    else:
-        train_ids, val_ids = split_train_val(ids, val_fraction)
-        val_name = f"last {val_fraction:.0%} of the corpus"
-    if len(val_ids) < 2:
-        raise UserError(f"the validation text ({val_name}) has fewer than 2 characters; give a longer one")
+        streams, seq_len = fit_layout(len(train_ids), config.batch_size, config.seq_len)
+        if (streams, seq_len) != (config.batch_size, config.seq_len):
+            info(f"the training text has only {len(train_ids)} characters: using --batch-size {streams} "
+                 f"--seq-len {seq_len} instead of {config.batch_size} x {config.seq_len}")
+            config.batch_size, config.seq_len = streams, seq_len
+        if len(val_ids) - 1 < config.seq_len:
+            info(f"the validation text has {len(val_ids)} characters, fewer than one chunk ({config.seq_len}); "
+                 "validation figures will be noisy")
 
-    streams, seq_len = fit_layout(len(train_ids), config.batch_size, config.seq_len)
-    if (streams, seq_len) != (config.batch_size, config.seq_len):
-        info(f"the training text has only {len(train_ids)} characters: using --batch-size {streams} "
-             f"--seq-len {seq_len} instead of {config.batch_size} x {config.seq_len}")
-        config.batch_size, config.seq_len = streams, seq_len
-    if len(val_ids) - 1 < config.seq_len:
-        info(f"the validation text has {len(val_ids)} characters, fewer than one chunk ({config.seq_len}); "
-             "validation figures will be noisy")
-
-    precision_names = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}
-    model_config.head = "char"
-    model_config.vocab_size = len(vocab)
-    torch.manual_seed(config.rng_seed)
-    net = build_model(model_config)
-    task = TextTask(train_ids, val_ids, vocab, config.batch_size, config.seq_len, config.rng_seed, device, dist)
-    run_info = {
-        "corpus": {"name": text.name, "path": str(source), "sha256": text.sha256, "chars": len(ids),
-                   "train_chars": len(train_ids), "val_chars": len(val_ids), "validation": val_name,
-                   "val_fraction": val_fraction, "encoding": encoding, "normalize": normalize},
-        "vocab_size": len(vocab),
-    }
-    if dist.is_main:
-        make_run_dir(run_dir)
-        if not resume:
+        model_config.head = "char"
+        model_config.vocab_size = len(vocab)
+        torch.manual_seed(config.rng_seed)
+        net = build_model(model_config)
+        task = TextTask(train_ids, val_ids, vocab, config.batch_size, config.seq_len, config.rng_seed,
+                        started.device, started.dist)
+        run_info = {
+            "corpus": {"name": text.name, "path": str(source), "sha256": text.sha256, "chars": len(ids),
+                       "train_chars": len(train_ids), "val_chars": len(val_ids), "validation": val_name,
+                       "val_fraction": val_fraction, "encoding": encoding, "normalize": normalize},
+            "vocab_size": len(vocab),
+        }
+        if started.dist.is_main and not started.resuming:
             vocab.save(run_dir / TOKENIZER)
-        info(f"{'resuming' if resume else 'training'} {run_dir}: {model_config.layers}x{model_config.hidden} "
-             f"{model_config.cell.upper()} ({count_parameters(net) / 1e6:.2f}M parameters), vocabulary {len(vocab)}, "
-             f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
-             f"{config.batch_size} streams x {config.seq_len}, on {device}"
-             + (f" x {dist.world} processes" if dist.enabled else "")
-             + f", {precision_names[amp_dtype]}; budget {config.describe_budget()}")
-    try:
-        return train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
-    finally:  # finished or stopped, every rank ends here together: leave the process group cleanly
-        close_distributed(dist)
+        started.announce(f"{model_config.layers}x{model_config.hidden} {model_config.cell.upper()} "
+                         f"({count_parameters(net) / 1e6:.2f}M parameters), vocabulary {len(vocab)}, "
+                         f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
+                         f"{config.batch_size} streams x {config.seq_len}")
+        return started.train(net, task, run_info, should_stop)
 
 
 def load(run: str | Path | None = None, device: str = "cpu"):

@@ -35,8 +35,44 @@ def checkpoints_root() -> Path:
     return Path(os.environ.get("CHARGEN_CHECKPOINTS", "checkpoints"))
 
 
+class WriteFailed(UserError):
+    """A file could not be written (disk full, quota, read-only, no permission); its message names the file."""
+
+
+# What a failed write means, and what the user can do about it, by errno.
+WRITE_FAULTS = {
+    errno.ENOSPC: ("the disk is full", "free some space"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
+    errno.EROFS: ("the file system is read-only", "write to another folder"),
+    errno.EACCES: ("permission denied", "make the folder writable or write to another folder"),
+    errno.EPERM: ("permission denied", "make the folder writable or write to another folder"),
+}
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write. torch.save reports a failed write as a RuntimeError
+    ("unexpected pos ...") raised while the OSError is being handled, so look along the chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def write_failure(path: str | Path, error: OSError) -> WriteFailed:
+    """The one-line error for a file that could not be written."""
+    what, remedy = WRITE_FAULTS.get(error.errno, (error.strerror or str(error), "write to another folder"))
+    return WriteFailed(f"cannot write {path}: {what} ({remedy})")
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file through `write(f)` so that it is replaced whole or not at all."""
+    """Write a file through `write(f)` so that it is replaced whole or not at all.
+
+    A write that fails for lack of space or permission raises WriteFailed naming the file; the
+    temporary file is removed and the file it would have replaced is left as it was.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
@@ -46,13 +82,14 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        what = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-        raise UserError(f"cannot write {path}: {what}; the previous checkpoint is intact. "
-                        "Free some space or choose another folder with --checkpoint") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        cause = _os_error(e) if isinstance(e, Exception) else None
+        if cause is not None:
+            raise write_failure(path, cause) from None
         raise
 
 
@@ -207,10 +244,28 @@ def read_weights(run_dir: Path, framework: str = "pt") -> dict:
             from safetensors.numpy import load_file
         else:
             from safetensors.torch import load_file
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise UserError(f"{path} is damaged or truncated ({first_line(e)}); "
                         "retrain, or resume from trainer_state.pt with --resume") from None
+    refuse_non_finite(path, tensors, "retrain, or resume from trainer_state.pt with --resume")
+    return tensors
+
+
+def refuse_non_finite(path: Path, tensors: dict, remedy: str) -> None:
+    """A tensor holding NaN or infinity (a damaged or hand-edited file) makes every output garbage:
+    refuse the file in one line naming the tensor, rather than sample replacement characters."""
+    import numpy as np
+
+    for name, tensor in tensors.items():
+        if not isinstance(tensor, np.ndarray):
+            if not getattr(tensor, "is_floating_point", lambda: False)():
+                continue
+            tensor = tensor.detach().cpu().float().numpy()  # bf16 has no numpy type
+        finite = np.isfinite(tensor) if tensor.dtype.kind == "f" else None
+        if finite is not None and not finite.all():
+            raise UserError(f"{path}: tensor {name!r} holds {finite.size - int(finite.sum())} non-finite value(s) "
+                            f"(NaN or infinity); the file is damaged — {remedy}")
 
 
 # -- trainer state -------------------------------------------------------------------------
@@ -251,4 +306,7 @@ def read_state(run_dir: Path) -> dict:
         raise UserError(f"{path} is not a chargen trainer state (it lacks "
                         f"{sorted(STATE_KEYS - (state.keys() if isinstance(state, dict) else set()))[:4]}); "
                         f"it cannot be resumed: {fresh}")
+    if not isinstance(state["model"], dict):
+        raise UserError(f"{path} holds no model weights; it cannot be resumed: {fresh}")
+    refuse_non_finite(path, state["model"], f"it cannot be resumed: {fresh}")
     return state

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chargen.errors import UserError
+from chargen.checkpoint import atomic_write_bytes
 from chargen.inspect import Heading, Legend, Line, Report, Shaded, colours, text_colour, visible
 from chargen.vocab import UNK_ID
 
@@ -154,7 +154,4 @@ def page(report: Report) -> str:
 
 def write_page(report: Report, path: Path) -> None:
     """Write the page (UTF-8); a path that cannot be written is a user error."""
-    try:
-        path.write_text(page(report), encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"--html {path}: cannot write it ({e.strerror}); choose another path") from None
+    atomic_write_bytes(path, page(report).encode("utf-8"))

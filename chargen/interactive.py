@@ -30,6 +30,7 @@ from typing import Callable, NamedTuple, TextIO
 
 import numpy as np
 
+from chargen.checkpoint import atomic_write_bytes
 from chargen.errors import UserError
 from chargen.sample import Sampler, SamplingSettings, load_sampler, next_char_probs
 
@@ -343,9 +344,9 @@ class Session:
     def _save(self, path: Path) -> None:
         text = self.story
         try:
-            path.write_text(text, encoding="utf-8")
-        except OSError as e:
-            raise CommandError(f"cannot write {path}: {e.strerror or e}; give another file name") from None
+            atomic_write_bytes(path, text.encode("utf-8"))
+        except UserError as e:  # a full disk, a read-only folder, a missing folder: the session goes on
+            raise CommandError(f"{e}; the story is still here — /save to another file") from None
         self.say(f"saved {len(text):,} characters to {path}")
 
     def _feed_ids(self, text: str) -> np.ndarray:

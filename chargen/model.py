@@ -1,7 +1,7 @@
 """The recurrent models: one `RecurrentCore` shared by the character LM and the series regressor.
 
 Contract for both heads: `forward(x, hidden=None) -> (output, hidden)`, batch first.
-The loss lives in `train.py`, so one training loop serves both.
+The loss lives in the task (loop.py trains it), so one training loop serves both.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chargen.checkpoint import atomic_write_bytes
 from chargen.errors import UserError
 
 # 5x7 glyphs: 7 rows, each a 5-bit row pattern as two hex digits (bit 4 = leftmost pixel).
@@ -179,10 +180,7 @@ def write_png(path: str | Path, lines: list[Line], title: str = "") -> Path:
     """Render the lines and write them to a .png file; returns the path."""
     path = png_path(path)
     data = png_bytes(render(lines, title))
-    try:
-        path.write_bytes(data)
-    except OSError as e:
-        raise UserError(f"cannot write the plot to {path}: {e.strerror or e}; choose another --plot path") from None
+    atomic_write_bytes(path, data)  # a full disk or an unwritable folder: one line naming the file
     return path
 
 

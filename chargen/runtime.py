@@ -132,10 +132,18 @@ def init_distributed(device: torch.device) -> Distributed:
                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def close_distributed(dist: Distributed) -> None:
-    """Leave the process group (after a run that every rank finished or stopped together)."""
+def close_distributed(dist: Distributed, together: bool = True) -> None:
+    """Leave the process group.
+
+    together: every rank finished (or stopped at the same step) and ends here: wait at a barrier
+    first, so that no rank shuts its connections while another still sends on them (rank 0 writes
+    the run after the last collective while the others are already done). After a failure on one
+    rank the others may be inside a collective that will never complete; then leave at once.
+    """
     if dist.enabled:
         import torch.distributed as tdist
 
         if tdist.is_initialized():
+            if together:
+                tdist.barrier()
             tdist.destroy_process_group()

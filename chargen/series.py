@@ -1,7 +1,7 @@
 """Time series on the recurrent core: the task the one training loop trains, forecasts and backtests.
 
     train_series(data, run=...)       values -> time split -> standardise (training part only) -> windows
-                                      -> SeriesRegressor -> chargen.train.train() -> checkpoints/<run>/
+                                      -> SeriesRegressor -> chargen.loop.train_loop() -> checkpoints/<run>/
     load_series(run)                  the model (best weights), its scaler and window settings
     forecast(run, steps, history)     prime on the history, roll forward, de-standardise
     backtest(run, data)               rolling-origin MSE / MAE / MASE next to naive and seasonal-naive
@@ -11,7 +11,6 @@ this module adds only what is particular to numbers (see series_data.py for read
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chargen.checkpoint import CONFIG, STATE, check_complete, checkpoints_root, read_config, read_state
+from chargen.checkpoint import checkpoints_root, read_config
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError
 from chargen.log import info
@@ -40,7 +39,7 @@ TRAIN_PROBE = 2048      # training windows (evenly spaced) whose MSE each evalua
 
 
 class SeriesTask:
-    """Windows of a standardised series for `chargen.train.train`: batches by step, loss, validation.
+    """Windows of a standardised series for `chargen.loop.train_loop`: batches by step, loss, validation.
 
     Windows are independent samples (each starts from a zero state, as it will when forecasting),
     so no state is carried between batches. Epoch e visits every training window once, in an order
@@ -150,83 +149,68 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
     settings: windows, horizon, many-to-many/one, loss, validation fraction. run: a name under
     checkpoints/ (default: the data's name); checkpoint: a run directory anywhere. resume: continue
     exactly from trainer_state.pt (the data must be the same); `overrides` may change TrainConfig
-    fields such as the budget. Returns chargen.train.TrainResult.
+    fields such as the budget. Returns chargen.loop.TrainResult.
     """
     from chargen.model import build_model, count_parameters
-    from chargen.runtime import close_distributed, init_distributed, pick_device, tune_allocator
-    from chargen.train import autocast_dtype, train as train_loop
+    from chargen.run_setup import start_run
 
-    model_config = model or ModelConfig(**SERIES_MODEL_DEFAULTS)
     config = config or TrainConfig()
-    settings = settings or SeriesConfig()
     if max_time is not None:
         config.max_time = parse_duration(max_time) if isinstance(max_time, str) else float(max_time)
-
-    state = None
     if resume:
-        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or "")
         if checkpoint is None and run is None:
             raise UserError("--resume needs the run: --run NAME or --checkpoint PATH")
-        saved = read_config(run_dir)
-        if saved["model"].get("head") != "series":
-            raise UserError(f"{run_dir} is a character-model run; resume it with: chargen train --resume")
-        check_complete(run_dir, (STATE,))
-        about = saved["series"]
-        series = from_values(data) if data is not None and not isinstance(data, (str, Path)) else \
-            load_source(about["source"], data, column, fill)
-        if values_digest(series.values) != about["sha256"]:
-            raise UserError(f"--resume: this is not the series the run was trained on ({about['name']}, "
-                            f"{about['values']} values); pass the same data or start a new --run")
-        settings = SeriesConfig.from_dict(about["settings"])
-        model_config = ModelConfig.from_dict(saved["model"])
-        config = dataclasses.replace(TrainConfig.from_dict(saved["train"]), **(overrides or {}))
-        state = read_state(run_dir)
+        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / run
     else:
         series = _read(data, synthetic, length, noise, config.rng_seed, column, fill or "error")
         run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or series.name.replace(":", "-"))
-        if (run_dir / CONFIG).exists():
-            raise UserError(f"run {run_dir} already exists; continue it with --resume, or choose another --run")
-    settings.validate()
+
+    with start_run(run_dir, "series", resume=resume, model=model or ModelConfig(**SERIES_MODEL_DEFAULTS),
+                   config=config, overrides=overrides, default_budget=_default_series_budget) as started:
+        model_config, config = started.model, started.config
+        settings = settings or SeriesConfig()
+        if started.resuming:
+            about = started.saved["series"]
+            series = from_values(data) if data is not None and not isinstance(data, (str, Path)) else \
+                load_source(about["source"], data, column, fill)
+            if values_digest(series.values) != about["sha256"]:
+                raise UserError(f"--resume: this is not the series the run was trained on ({about['name']}, "
+                                f"{about['values']} values); pass the same data or start a new --run")
+            settings = SeriesConfig.from_dict(about["settings"])
+        settings.validate()
+
+        values = series.values
+        n_train = split_point(len(values), settings.val_fraction)
+        check_sizes(len(values), n_train, settings)
+        scaler = Scaler.fit(values[:n_train])  # the training part only: validation stays unseen
+        season = detect_season(values[:n_train])
+        model_config.head, model_config.inputs, model_config.outputs = "series", 1, settings.horizon
+        torch.manual_seed(config.rng_seed)
+        net = build_model(model_config)
+        task = SeriesTask(scaler.transform(values), n_train, settings, config.batch_size, config.rng_seed,
+                          started.device, scaler.std, started.dist)
+        if task.batch_size != config.batch_size:
+            info(f"--batch-size {config.batch_size} is more than the {len(task.train)} training windows: "
+                 f"using {task.batch_size} (full batch)")
+            config.batch_size = task.batch_size
+        run_info = {"series": {
+            "name": series.name, "source": series.source, "sha256": values_digest(values),
+            "settings": settings.to_dict(), "scaler": scaler.to_dict(), "values": len(values),
+            "train_values": n_train, "val_values": len(values) - n_train, "season": season,
+            "history": [float(v) for v in values[-max(HISTORY_KEPT, settings.window):]],
+        }}
+        mode = "many-to-many" if settings.target == "every" else "many-to-one"
+        started.announce(f"{model_config.layers}x{model_config.hidden} {model_config.cell.upper()} "
+                         f"({count_parameters(net):,} parameters) on {series.name}: {n_train} training / "
+                         f"{len(values) - n_train} validation values, {len(task.train)} windows of "
+                         f"{settings.window} ({mode}, horizon {settings.horizon}), batch {task.batch_size}")
+        return started.train(net, task, run_info, should_stop)
+
+
+def _default_series_budget(config: TrainConfig) -> None:
+    """A series of a few hundred values trains in seconds: a number of epochs, not five minutes."""
     if not (config.max_steps or config.epochs or config.max_time):
         config.epochs = SERIES_DEFAULT_EPOCHS
-    config.validate()
-
-    values = series.values
-    n_train = split_point(len(values), settings.val_fraction)
-    check_sizes(len(values), n_train, settings)
-    scaler = Scaler.fit(values[:n_train])  # the training part only: validation stays unseen
-    season = detect_season(values[:n_train])
-
-    tune_allocator()
-    device = pick_device(config.device)
-    autocast_dtype(config, device, model_config.cell)  # refuses a precision this device cannot run, before any work
-    dist = init_distributed(device)
-    model_config.head, model_config.inputs, model_config.outputs = "series", 1, settings.horizon
-    torch.manual_seed(config.rng_seed)
-    net = build_model(model_config)
-    task = SeriesTask(scaler.transform(values), n_train, settings, config.batch_size, config.rng_seed, device,
-                      scaler.std, dist)
-    if task.batch_size != config.batch_size:
-        info(f"--batch-size {config.batch_size} is more than the {len(task.train)} training windows: "
-             f"using {task.batch_size} (full batch)")
-        config.batch_size = task.batch_size
-    run_info = {"series": {
-        "name": series.name, "source": series.source, "sha256": values_digest(values),
-        "settings": settings.to_dict(), "scaler": scaler.to_dict(), "values": len(values),
-        "train_values": n_train, "val_values": len(values) - n_train, "season": season,
-        "history": [float(v) for v in values[-max(HISTORY_KEPT, settings.window):]],
-    }}
-    if dist.is_main:
-        mode = "many-to-many" if settings.target == "every" else "many-to-one"
-        info(f"{'resuming' if resume else 'training'} {run_dir}: {model_config.layers}x{model_config.hidden} "
-             f"{model_config.cell.upper()} ({count_parameters(net):,} parameters) on {series.name}: "
-             f"{n_train} training / {len(values) - n_train} validation values, {len(task.train)} windows of "
-             f"{settings.window} ({mode}, horizon {settings.horizon}), batch {task.batch_size}, on {device}"
-             + (f" x {dist.world} processes" if dist.enabled else "") + f"; budget {config.describe_budget()}")
-    try:
-        return train_loop(net, task, config, run_dir, run_info, resume=state, dist=dist, should_stop=should_stop)
-    finally:  # finished or stopped, every rank ends here together: leave the process group cleanly
-        close_distributed(dist)
 
 
 # -- using a trained run ----------------------------------------------------------------------------

@@ -6,18 +6,19 @@ import per case); a few run the real command in a subprocess to check the proces
 """
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import pickle
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import cli
+from chargen import loop
 from conftest import REPO
 
 SMALL_MODEL = ["--hidden", "8", "--layers", "1", "--embedding", "8"]
@@ -190,7 +191,6 @@ def test_device_cuda_without_cuda(monkeypatch, shakespeare_slice, tiny_run, tmp_
 @pytest.mark.parametrize("command", [["train", "CORPUS"], ["series", "train", "--synthetic", "sine"]])
 def test_a_precision_the_cpu_cannot_run_is_refused_before_any_work(command, monkeypatch, shakespeare_slice,
                                                                    tmp_path, capsys):
-    loop = importlib.import_module("chargen.train")  # the module (chargen.train is also the API function)
     monkeypatch.setattr(loop, "cpu_runs_bf16_recurrence", lambda: False)  # as on an AVX2-only CPU
     argv = [shakespeare_slice if a == "CORPUS" else a for a in command]
     one_line_error(chargen(capsys, *argv, "--precision", "bf16", "--device", "cpu", "--checkpoint", tmp_path / "r"),
@@ -404,3 +404,46 @@ def test_output_to_a_closed_pipe_exits_quietly(tiny_run):
     assert len(first) == 10
     assert proc.returncode == 0, err
     assert err == b""
+
+
+# -- poisoned weights ----------------------------------------------------------------------------
+def poison(run: Path, name: str) -> None:
+    """Put a NaN into one tensor of model.safetensors (as a damaged disk or a hand edit would)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(run / "model.safetensors"))
+    tensors[name].view(-1)[3] = float("nan")
+    save_file(tensors, str(run / "model.safetensors"))
+
+
+@pytest.mark.parametrize("command", ["generate", "eval", "interactive", "inspect"])
+def test_non_finite_weights_are_refused_by_every_text_command(command, run_copy, shakespeare_slice, capsys,
+                                                             monkeypatch):
+    poison(run_copy, "core.rnn.weight_hh_l1")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("ROMEO:\n"))
+    args = {"generate": ["--length", "20"], "eval": [shakespeare_slice], "interactive": [],
+            "inspect": [shakespeare_slice, "--max-chars", "100"]}[command]
+    one_line_error(chargen(capsys, command, "--checkpoint", run_copy, *args),
+                   f"{run_copy / 'model.safetensors'}", "'core.rnn.weight_hh_l1'", "non-finite", "retrain")
+
+
+@pytest.mark.parametrize("command", [["forecast", "--steps", "5"], ["eval"]])
+def test_non_finite_weights_are_refused_by_the_series_commands(command, tmp_path, capsys):
+    from chargen.config import ModelConfig, TrainConfig
+    from chargen.series import train_series
+    from chargen.series_data import SeriesConfig
+
+    run = tmp_path / "sine"
+    train_series(synthetic="sine", length=200, checkpoint=run, settings=SeriesConfig(window=10),
+                 model=ModelConfig(hidden=8, layers=1, embedding=4), config=TrainConfig(max_steps=2))
+    poison(run, "head.weight")
+    capsys.readouterr()  # the training's progress lines
+    one_line_error(chargen(capsys, "series", *command, "--checkpoint", run), "'head.weight'", "non-finite")
+
+
+def test_non_finite_trainer_state_is_not_resumed(mine, shakespeare_slice, capsys):
+    state = torch.load(mine / "trainer_state.pt", weights_only=True)
+    state["model"]["head.bias"][0] = float("inf")
+    torch.save(state, mine / "trainer_state.pt")
+    one_line_error(chargen(capsys, "train", shakespeare_slice, "--run", "mine", "--resume", "--max-steps", "70"),
+                   "trainer_state.pt", "'head.bias'", "non-finite", "cannot be resumed")

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from chargen import corpus
+from chargen import corpus, loop
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import UserError
 from chargen.model import CharLM
@@ -265,38 +264,34 @@ needs_bf16_kernels = pytest.mark.skipif(not cpu_runs_bf16_recurrence(),
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16(monkeypatch, native):
-    train = importlib.import_module("chargen.train")  # the module (chargen.train is also the API function)
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
-    monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: True)
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(loop, "cpu_runs_bf16_recurrence", lambda: True)
     cpu = torch.device("cpu")
-    assert train.autocast_dtype(TrainConfig(), cpu, "lstm") == (torch.bfloat16 if native else None)
-    assert train.autocast_dtype(TrainConfig(precision="fp32"), cpu, "lstm") is None
+    assert loop.autocast_dtype(TrainConfig(), cpu, "lstm") == (torch.bfloat16 if native else None)
+    assert loop.autocast_dtype(TrainConfig(precision="fp32"), cpu, "lstm") is None
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_auto_precision_on_cpu_keeps_the_step_by_step_cells_in_fp32(monkeypatch, cell):
     """Only the LSTM has oneDNN's fused bf16 kernel on a CPU; the others stay fp32 unless asked."""
-    train = importlib.import_module("chargen.train")
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: True)
-    assert train.autocast_dtype(TrainConfig(), torch.device("cpu"), cell) is None
-    assert train.autocast_dtype(TrainConfig(precision="bf16"), torch.device("cpu"), cell) == torch.bfloat16
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(loop, "cpu_runs_bf16_recurrence", lambda: True)
+    assert loop.autocast_dtype(TrainConfig(), torch.device("cpu"), cell) is None
+    assert loop.autocast_dtype(TrainConfig(precision="bf16"), torch.device("cpu"), cell) == torch.bfloat16
 
 
 def test_auto_precision_falls_back_to_fp32_where_bf16_kernels_fail(monkeypatch):
-    train = importlib.import_module("chargen.train")
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
-    monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: False)
-    assert train.autocast_dtype(TrainConfig(), torch.device("cpu"), "lstm") is None
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(loop, "cpu_runs_bf16_recurrence", lambda: False)
+    assert loop.autocast_dtype(TrainConfig(), torch.device("cpu"), "lstm") is None
 
 
 def test_asking_for_bf16_on_a_cpu_without_its_kernels_is_a_clear_error(monkeypatch):
-    train = importlib.import_module("chargen.train")
-    monkeypatch.setattr(train, "cpu_runs_bf16_recurrence", lambda: False)
+    monkeypatch.setattr(loop, "cpu_runs_bf16_recurrence", lambda: False)
     with pytest.raises(UserError, match="--precision bf16.*--precision fp32"):
-        train.autocast_dtype(TrainConfig(precision="bf16"), torch.device("cpu"), "lstm")
+        loop.autocast_dtype(TrainConfig(precision="bf16"), torch.device("cpu"), "lstm")
     with pytest.raises(UserError, match="--precision fp16 needs a CUDA device"):
-        train.autocast_dtype(TrainConfig(precision="fp16"), torch.device("cpu"), "lstm")
+        loop.autocast_dtype(TrainConfig(precision="fp16"), torch.device("cpu"), "lstm")
 
 
 def test_the_bf16_probe_matches_what_the_lstm_does():

@@ -6,7 +6,7 @@ and CUDA running out of memory — each with the run on disk checked afterwards.
 from __future__ import annotations
 
 import errno
-import importlib
+import io
 import json
 import math
 import os
@@ -22,15 +22,13 @@ import pytest
 import torch
 
 import cli
-from chargen import api
+from chargen import api, loop
 from chargen.checkpoint import STATE, TMP_MARK, read_state, read_weights
 from chargen.config import ModelConfig, TrainConfig
 from chargen.model import build_model
 from chargen.textlm import TextTask
 from chargen.vocab import Vocab
 from conftest import REPO
-
-loop = importlib.import_module("chargen.train")  # the training loop module (chargen.train is the API function)
 
 
 def chargen(capsys, *argv) -> tuple[int, str, str]:
@@ -270,9 +268,14 @@ def test_weights_that_overflow_are_never_saved(shakespeare_slice, tmp_path, caps
 
 
 # -- disk full, unwritable folder -----------------------------------------------------------------
-@pytest.mark.parametrize("error, says", [(errno.ENOSPC, "the disk is full"), (errno.EROFS, "Read-only file system"),
-                                          (errno.EACCES, "Permission denied")])
-def test_failed_save_is_one_line_and_keeps_the_previous_checkpoint(error, says, run_copy, shakespeare_slice,
+WRITE_FAULT_WORDS = {errno.ENOSPC: "the disk is full (free some space)",
+                     errno.EDQUOT: "the disk quota is exceeded (free some space)",
+                     errno.EROFS: "the file system is read-only (write to another folder)",
+                     errno.EACCES: "permission denied (make the folder writable or write to another folder)"}
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_failed_save_is_one_line_and_keeps_the_previous_checkpoint(error, run_copy, shakespeare_slice,
                                                                    monkeypatch, capsys):
     corpus_before = shakespeare_slice.read_bytes()
     before = file_bytes(run_copy)
@@ -286,8 +289,8 @@ def test_failed_save_is_one_line_and_keeps_the_previous_checkpoint(error, says, 
     monkeypatch.undo()
     assert (code, out) == (1, "")
     assert err.strip().splitlines()[-1] == (
-        f"chargen: error: cannot write {run_copy / STATE}: {says}; the previous checkpoint is intact. "
-        "Free some space or choose another folder with --checkpoint")
+        f"chargen: error: cannot write {run_copy / STATE}: {WRITE_FAULT_WORDS[error]}; the last good checkpoint "
+        "is kept: continue with --resume once it can be written")
     assert file_bytes(run_copy) == before  # nothing replaced, no temporary left behind
     assert shakespeare_slice.read_bytes() == corpus_before
     api.load(str(run_copy))
@@ -337,3 +340,218 @@ def test_out_of_memory_names_the_sizes_to_lower(shakespeare_slice, tmp_path, mon
         f"(e.g. 8) or --seq-len, or train a smaller model (--hidden, --layers) (the last checkpoint in "
         f"{tmp_path / 'run'} is kept)")
     assert read_state(tmp_path / "run")["step"] == 2
+
+
+# -- a full disk, a read-only or unwritable folder, on every path chargen writes -----------------------
+class FailingFile(io.FileIO):
+    """A file that takes `room` bytes, then fails every write with `error` (ENOSPC: the disk is full)."""
+
+    def __init__(self, path, mode, room: int, error: int):
+        super().__init__(path, mode.replace("b", ""))
+        self.room, self.error = room, error
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(self.error, os.strerror(self.error))
+        return super().write(data)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """fail(error, room=0, only=None): every atomic write (to a file named `only`, if given) fails after
+    `room` bytes with that errno; no root or small file system needed."""
+    from chargen import checkpoint
+
+    def fail(error: int = errno.ENOSPC, room: int = 0, only: str | None = None) -> None:
+        def fake_open(path, mode="r", *args, **kwargs):
+            if "w" in mode and (only is None or only in Path(path).name):
+                return FailingFile(path, mode, room, error)
+            return open(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(checkpoint, "open", fake_open, raising=False)
+
+    return fail
+
+
+@pytest.mark.parametrize("error", list(WRITE_FAULT_WORDS))
+def test_disk_full_inside_torch_save_is_one_line_and_keeps_the_last_good_checkpoint(error, run_copy,
+                                                                                    shakespeare_slice, full_disk,
+                                                                                    capsys):
+    """torch.save reports a failed write as a RuntimeError ("unexpected pos"); the user sees the errno's meaning."""
+    before = file_bytes(run_copy)
+    full_disk(error, room=4096, only=STATE)  # the trainer state fills the disk part-way through
+    code, out, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", run_copy, "--resume",
+                             "--max-steps", "62")
+    assert (code, out) == (1, "")
+    assert "Traceback" not in err and "unexpected pos" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"chargen: error: cannot write {run_copy / STATE}: {WRITE_FAULT_WORDS[error]}; the last good checkpoint "
+        "is kept: continue with --resume once it can be written")
+    assert file_bytes(run_copy) == before  # nothing replaced, no temporary left behind
+    assert read_state(run_copy)["step"] == 60
+
+
+def test_a_new_run_on_a_full_disk_says_nothing_was_saved(shakespeare_slice, tmp_path, full_disk, capsys):
+    full_disk(errno.ENOSPC, only=STATE)
+    code, _, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", tmp_path / "run", "--hidden", "8",
+                           "--layers", "1", "--embedding", "8", "--max-steps", "2")
+    assert code == 1
+    assert err.strip().splitlines()[-1].endswith(": the disk is full (free some space); nothing of this run was saved")
+    assert not list((tmp_path / "run").glob(f".*{TMP_MARK}*"))
+
+
+@pytest.mark.parametrize("what", ["corpus cache", "tokenizer"])
+def test_disk_full_while_starting_a_run(what, shakespeare_slice, tmp_path, full_disk, capsys):
+    full_disk(errno.ENOSPC, room=1000, only="corpus-" if what == "corpus cache" else "tokenizer.json")
+    code, out, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", tmp_path / "run", "--max-steps", "2")
+    assert (code, out) == (1, "") and "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"chargen: error: cannot write {tmp_path / 'run'}/") and "the disk is full" in line
+    assert not list((tmp_path / "run").glob(f".*{TMP_MARK}*"))
+
+
+def test_disk_full_for_the_products_plot_page_and_saved_story(tiny_run, shakespeare_slice, tmp_path, full_disk,
+                                                             capsys):
+    from chargen.series import train_series
+    from chargen.series_data import SeriesConfig
+
+    series = tmp_path / "sine"
+    train_series(synthetic="sine", length=200, checkpoint=series, settings=SeriesConfig(window=10),
+                 model=ModelConfig(hidden=8, layers=1, embedding=4), config=TrainConfig(max_steps=2))
+    full_disk(errno.ENOSPC)
+    for argv, target in [(["series", "forecast", "--checkpoint", series, "--steps", "5", "--plot", tmp_path / "f.png"],
+                          tmp_path / "f.png"),
+                         (["series", "eval", "--checkpoint", series, "--plot", tmp_path / "e.png"], tmp_path / "e.png"),
+                         (["inspect", "--checkpoint", tiny_run, shakespeare_slice, "--max-chars", "200", "--html",
+                           tmp_path / "p.html"], tmp_path / "p.html")]:
+        code, _, err = chargen(capsys, *argv)
+        assert code == 1 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == f"chargen: error: cannot write {target}: the disk is full (free some space)"
+        assert not target.exists() and not list(tmp_path.glob(f".*{TMP_MARK}*"))
+
+
+def test_saving_the_story_to_a_full_disk_keeps_the_session(tiny_run, tmp_path, full_disk):
+    from chargen.interactive import CommandError, Session, SessionSettings
+    from chargen.sample import SamplingSettings, load_sampler
+
+    full_disk(errno.ENOSPC, only="full.txt")
+    full, elsewhere = tmp_path / "full.txt", tmp_path / "elsewhere.txt"
+    sampler, _ = load_sampler(tiny_run)
+    session = Session(sampler, SessionSettings(SamplingSettings(), 20), 1, io.StringIO(), io.StringIO())
+    session.handle("ROMEO:")
+    with pytest.raises(CommandError, match=f"cannot write {re.escape(str(full))}: the disk is full .*the story is "
+                                           "still here"):
+        session.handle(f"/save {full}")
+    assert not full.exists() and not list(tmp_path.glob(f".*{TMP_MARK}*"))
+    session.handle("JULIET:")  # the session goes on
+    session.handle(f"/save {elsewhere}")
+    assert elsewhere.read_text(encoding="utf-8") == session.story  # nothing of the story was lost
+    assert session.story.startswith("ROMEO:") and "JULIET:" in session.story
+
+
+@pytest.mark.parametrize("argv", [["generate", "--length", "2000"], ["series", "forecast", "--steps", "5"]])
+def test_standard_output_to_a_full_disk(argv, tiny_run, tmp_path, cli):
+    """`chargen generate > file` on a full disk: /dev/full fails every write with ENOSPC."""
+    if argv[0] == "series":
+        cli("series", "train", "--synthetic", "sine", "--length", "200", "--checkpoint", str(tmp_path / "s"),
+            "--window", "10", "--hidden", "8", "--layers", "1", "--max-steps", "2")
+    run = str(tmp_path / "s") if argv[0] == "series" else str(tiny_run)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, str(REPO / "cli.py"), *argv, "--checkpoint", run], stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "chargen: error: cannot write the standard output: the disk is full (free some space)")
+
+
+# -- one training process per run directory ---------------------------------------------------------
+LOCK_HOLDER = ("import sys, time\nfrom chargen.run_lock import RunLock\nRunLock(sys.argv[1]).acquire()\n"
+               "print('locked', flush=True)\ntime.sleep(300)\n")
+
+
+@pytest.fixture
+def hold_lock():
+    """hold(run_dir) -> a process that holds the run's training lock until it is killed."""
+    holders = []
+
+    def hold(run_dir: Path) -> subprocess.Popen:
+        holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(run_dir)], cwd=REPO,
+                                  stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline().strip() == "locked"
+        return holder
+
+    yield hold
+    for holder in holders:
+        holder.kill()
+        holder.wait()
+
+
+def locked_message(run: Path, holder: subprocess.Popen) -> str:
+    import socket
+
+    return (f"chargen: error: run {run} is being trained by another process (pid {holder.pid} on "
+            f"{socket.gethostname()}); wait for it to finish or stop it, or train into another --run")
+
+
+@pytest.mark.slow
+def test_a_second_training_into_a_run_being_trained_is_refused_and_readers_keep_working(shakespeare_slice,
+                                                                                        tmp_path, cli):
+    run = tmp_path / "run"
+    trainer = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "train", str(shakespeare_slice),
+                                "--checkpoint", str(run), "--hidden", "16", "--layers", "1", "--embedding", "8",
+                                "--batch-size", "8", "--seq-len", "16", "--eval-every", "5", "--max-time", "300"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "config.json").exists() and trainer.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert trainer.poll() is None, trainer.communicate()[1]
+        for again in ([], ["--resume"]):
+            second = cli("train", str(shakespeare_slice), "--checkpoint", str(run), *again)
+            assert (second.returncode, second.stdout) == (1, ""), second.stderr
+            assert second.stderr.strip().splitlines() == [locked_message(run, trainer)]
+        # Reading commands go on while it trains: every file is replaced whole.
+        for argv in (["generate", "--length", "50", "--rng-seed", "1"], ["eval", str(shakespeare_slice)],
+                     ["inspect", str(shakespeare_slice), "--max-chars", "300"]):
+            reader = cli(*argv, "--checkpoint", str(run))
+            assert reader.returncode == 0 and reader.stdout, reader.stderr
+        scripted = cli("interactive", "--checkpoint", str(run), "--length", "20", input="ROMEO:\n")
+        assert scripted.returncode == 0 and scripted.stdout, scripted.stderr
+        assert trainer.poll() is None  # the readers did not disturb it
+    finally:
+        trainer.send_signal(signal.SIGTERM)
+        _, err = trainer.communicate(timeout=120)
+    assert trainer.returncode == 143, err
+    step = read_state(run)["step"]
+    resumed = cli("train", "--checkpoint", str(run), "--resume", "--max-steps", str(step + 2), str(shakespeare_slice))
+    assert resumed.returncode == 0, resumed.stderr  # the lock went with the process
+    assert read_state(run)["step"] == step + 2
+
+
+def test_the_lock_goes_with_its_process_even_when_killed(tmp_path, hold_lock, capsys):
+    from chargen.series import train_series
+    from chargen.series_data import SeriesConfig
+
+    run = tmp_path / "sine"
+    train_series(synthetic="sine", length=200, checkpoint=run, settings=SeriesConfig(window=10),
+                 model=ModelConfig(hidden=8, layers=1, embedding=4), config=TrainConfig(max_steps=2))
+    holder = hold_lock(run)
+    capsys.readouterr()
+    code, out, err = chargen(capsys, "series", "train", "--checkpoint", run, "--resume", "--max-steps", "4")
+    assert (code, out) == (1, "") and err.strip().splitlines() == [locked_message(run, holder)]
+    code, out, _ = chargen(capsys, "series", "forecast", "--checkpoint", run, "--steps", "3")
+    assert code == 0 and out.startswith("step,value\n")  # reading is never locked
+    holder.kill()  # SIGKILL: no clean-up runs, the kernel drops the lock
+    holder.wait()
+    code, _, err = chargen(capsys, "series", "train", "--checkpoint", run, "--resume", "--max-steps", "4")
+    assert code == 0, err
+    assert read_state(run)["step"] == 4
+
+
+def test_a_run_that_fails_to_start_leaves_no_folder(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    code, _, err = chargen(capsys, "train", empty, "--checkpoint", tmp_path / "run")
+    assert code == 1 and "is empty" in err
+    assert not (tmp_path / "run").exists()

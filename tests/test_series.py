@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from chargen import loop
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import UserError
 from chargen.plot import Line, png_bytes, render, text_plot
@@ -57,14 +58,13 @@ def test_regressor_shares_the_core_module_and_the_one_training_loop(monkeypatch,
     assert isinstance(regressor, SeriesRegressor)
     assert type(regressor.core) is type(char.core) is RecurrentCore
 
-    loop = importlib.import_module("chargen.train")
-    real, calls = loop.train, []
+    real, calls = loop.train_loop, []
 
     def spy(model, task, *args, **kwargs):
         calls.append((model, task))
         return real(model, task, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "train", spy)
+    monkeypatch.setattr(loop, "train_loop", spy)
     result = train_series(synthetic="sine", length=200, checkpoint=tmp_path / "run",
                           settings=SeriesConfig(window=10, horizon=3, target="last"),
                           model=ModelConfig(**TINY_MODEL), config=TrainConfig(max_steps=4, batch_size=8))
@@ -94,7 +94,7 @@ def test_without_options_a_small_model_trains_for_a_fixed_number_of_epochs(tmp_p
 def test_resume_is_exact(tmp_path):
     """Stopped at step 5 and resumed, a run ends with the weights of one that ran 10 steps straight."""
     from chargen.checkpoint import read_state
-    from chargen.train import TrainingStopped
+    from chargen.loop import TrainingStopped
 
     kwargs = dict(synthetic="noisy-sine", length=300, settings=SeriesConfig(window=12),
                   model=ModelConfig(dropout=0.2, **{**TINY_MODEL, "layers": 2}),

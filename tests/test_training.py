@@ -10,7 +10,7 @@ from safetensors.numpy import load_file
 
 from chargen import ModelConfig, TrainConfig, train
 from chargen.corpus import char_counts, read_text
-from chargen.train import lr_factor
+from chargen.loop import lr_factor
 
 TINY_MODEL = dict(hidden=32, layers=1, embedding=16)
 

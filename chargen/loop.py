@@ -1,4 +1,4 @@
-"""`TrainConfig` and the one training loop for both heads.
+"""The one training loop, for every head (the settings it reads are `TrainConfig`, in config.py).
 
 The loop knows nothing about characters or numbers: a task object supplies the batches (by
 step number, so a resumed run sees exactly the data it would have seen), the loss and the
@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from chargen import __version__
-from chargen.checkpoint import (STATE, WEIGHTS, clean_temporaries, make_run_dir, write_config, write_state, write_weights)
+from chargen.checkpoint import (STATE, WEIGHTS, WriteFailed, clean_temporaries, make_run_dir, write_config, write_state,
+                                write_weights)
 from chargen.config import TrainConfig
 from chargen.errors import UserError, first_line
 from chargen.log import info
@@ -181,7 +182,7 @@ class _Signals:
 
 
 # -- the loop ----------------------------------------------------------------------------------
-def train(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path, run_info: dict,
+def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path, run_info: dict,
           resume: dict | None = None, dist: Distributed = Distributed(),
           should_stop: Callable[[int], bool] | None = None) -> TrainResult:
     """Train `model` on `task` until the budget, patience or a signal ends it; save to `run_dir`.
@@ -430,24 +431,29 @@ def _save(run_dir: Path, model: nn.Module, optimizer, scaler, config: TrainConfi
         # replace the last good checkpoint.
         info(f"step {s['step']}: the weights are no longer finite; not saving them (the last good checkpoint is kept)")
         return
-    write_state(run_dir, {
-        "step": s["step"], "elapsed": elapsed, "best": s["best"], "best_metrics": s["best_metrics"],
-        "evals": s["evals"], "lr_scale": s["lr_scale"], "bad_total": s["bad_total"], "stale": s["stale"],
-        "model": state_dict, "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else {},
-        "hidden": hidden_global, "rng": rng, "world": dist.world,
-    })
-    if weights:
-        write_weights(run_dir, model.state_dict(), metadata={"step": str(s["step"])})
-    write_config(run_dir, {
-        "chargen_version": __version__,
-        "model": model.config.to_dict(),
-        "train": config.to_dict(),
-        **run_info,
-        "metrics": {**_rounded(s["best_metrics"]), "steps": s["step"], "elapsed_s": round(elapsed, 1),
-                    "items_seen": s["step"] * task.items_per_step, "skipped_steps": s["bad_total"]},
-        "evals": [_rounded(e) for e in s["evals"]],
-    })
+    try:
+        write_state(run_dir, {
+            "step": s["step"], "elapsed": elapsed, "best": s["best"], "best_metrics": s["best_metrics"],
+            "evals": s["evals"], "lr_scale": s["lr_scale"], "bad_total": s["bad_total"], "stale": s["stale"],
+            "model": state_dict, "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else {},
+            "hidden": hidden_global, "rng": rng, "world": dist.world,
+        })
+        if weights:
+            write_weights(run_dir, model.state_dict(), metadata={"step": str(s["step"])})
+        write_config(run_dir, {
+            "chargen_version": __version__,
+            "model": model.config.to_dict(),
+            "train": config.to_dict(),
+            **run_info,
+            "metrics": {**_rounded(s["best_metrics"]), "steps": s["step"], "elapsed_s": round(elapsed, 1),
+                        "items_seen": s["step"] * task.items_per_step, "skipped_steps": s["bad_total"]},
+            "evals": [_rounded(e) for e in s["evals"]],
+        })
+    except WriteFailed as e:
+        kept = ("the last good checkpoint is kept: continue with --resume once it can be written"
+                if (run_dir / STATE).exists() else "nothing of this run was saved")
+        raise WriteFailed(f"{e}; {kept}") from None
 
 
 def _rounded(d: dict) -> dict:
