@@ -13,7 +13,7 @@ glibc allocator settings in particular are per process):
   steps through its should_stop hook) against bench/baseline_lstm.py, the plain nn.LSTM (--cell gru:
   nn.GRU) loop of the same size, batch and sequence length; the ratio; achieved model GFLOP/s (3x the forward
   FLOPs per character) as a fraction of the measured GEMM rate.
-- sample: characters/second of `chargen.sample.generate` for 1 and 64 streams of a 2x512 LSTM (or
+- sample: characters/second of `chargen.sample.generate_streams` for 1 and 64 streams of a 2x512 LSTM (or
   --cell gru) (random weights saved as a real run directory) against the naive one-step torch loop.
 - startup: wall time of `python cli.py generate --length 1` (and of `import torch` for scale).
 - corpus: reading + encoding MB/s of a large synthetic text (ASCII and non-ASCII) and the peak
@@ -184,14 +184,14 @@ def w_make_run(corpus: str, val_file: str, run_dir: str, cell: str, hidden: int,
 
 
 def w_sample_chargen(run_dir: str, streams: int, length: int) -> dict:
-    """chargen's sampler as users get it: sample.generate (numpy stepper, sampling rule, decoding)."""
-    from chargen.sample import SamplingSettings, generate
+    """chargen's sampler as users get it: sample.generate_streams (numpy stepper, sampling rule, decoding)."""
+    from chargen.sample import SamplingSettings, generate_streams
 
     settings = SamplingSettings(temperature=0.8)
-    for _ in generate(Path(run_dir), "\n", 5, settings, streams, rng_seed=0):  # warm-up
+    for _ in generate_streams(Path(run_dir), "\n", 5, settings, streams, rng_seed=0):  # warm-up
         pass
     t0 = time.perf_counter()
-    n = sum(1 for _ in generate(Path(run_dir), "\n", length, settings, streams, rng_seed=0))
+    n = sum(1 for _ in generate_streams(Path(run_dir), "\n", length, settings, streams, rng_seed=0))
     seconds = time.perf_counter() - t0
     return {"chars_per_s": streams * n / seconds, "step_s": seconds / n, "torch_imported": "torch" in sys.modules}
 

@@ -193,8 +193,8 @@ def generate(run: str | Path | None = None, seed: str = "\n", length: int = 500,
              top_k: int = 0, top_p: float = 1.0, rng_seed: int | None = None, stop: str | None = None,
              unknown: str = "error") -> Iterator[str]:
     """Stream one sample from a run: yields each new character as it is drawn (the seed not included)."""
-    from chargen.sample import generate as generate_batch
+    from chargen.sample import generate_streams
 
     settings = SamplingSettings(temperature, top_k, top_p)
-    for pieces in generate_batch(run_path(run), seed, length, settings, 1, rng_seed, stop, unknown):
+    for pieces in generate_streams(run_path(run), seed, length, settings, 1, rng_seed, stop, unknown):
         yield pieces[0]

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, Callable, IO
 
 from chargen.errors import UserError, first_line
+from chargen.progress import PROGRESS_KEYS
 
 FORMAT = 1
 CONFIG, WEIGHTS, TOKENIZER, STATE = "config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"
 TMP_MARK = ".tmp-"
-# What train() writes into trainer_state.pt and reads back on --resume.
-STATE_KEYS = frozenset({"step", "elapsed", "best", "best_metrics", "evals", "lr_scale", "bad_total", "stale",
-                        "model", "optimizer", "rng", "hidden"})
+# What the training loop writes into trainer_state.pt and reads back on --resume.
+STATE_KEYS = PROGRESS_KEYS | {"model", "optimizer", "rng", "hidden"}
 
 
 def checkpoints_root() -> Path:

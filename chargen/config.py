@@ -1,11 +1,14 @@
-"""The configuration dataclasses: the one source of every default (the command line reads them).
+"""The configuration dataclasses: the one source of every default, help text and choice.
 
-Kept free of torch so that building the command line costs nothing.
+A field made with `option(...)` is a command-line option: chargen/cli.py builds `--name` from the
+field's name, type, default and metadata (help, choices, metavar, a parser for the text), so an option
+is described in exactly one place. Kept free of torch so that building the command line costs nothing.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
 
 from chargen.errors import UserError
 
@@ -14,16 +17,44 @@ HEADS = ("char", "series")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+def parse_duration(text: str) -> float:
+    """'90', '90s', '5m', '1.5h' -> seconds."""
+    text = str(text).strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise UserError(f"--max-time {text!r} is not a duration; use e.g. 90, 90s, 5m or 1h") from None
+    if not seconds > 0 or math.isinf(seconds):
+        raise UserError(f"--max-time must be positive, not {text!r}")
+    return seconds
+
+
+def option(default: Any, help: str, *, choices: tuple[str, ...] | None = None, metavar: str | None = None,
+           parse: Callable[[str], Any] | None = None, shown: str | None = None, minimum: int | None = None) -> Any:
+    """A dataclass field that is also a command-line option (see chargen/cli.py's add_config_options).
+
+    parse: turns the option's text into the field's value (e.g. a duration into seconds; by default
+    the field's own type). shown: the default as --help states it, where the value itself would mislead.
+    minimum: an integer option below it is a usage error.
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "parse": parse,
+                                            "shown": shown, "minimum": minimum})
+
+
 @dataclass
 class ModelConfig:
     """Architecture of a run; saved in config.json, enough to rebuild the model."""
 
-    cell: str = "gru"         # learns more per step than the LSTM: 1.45 vs 1.47-1.48 in 5 minutes (BENCHMARKS.md)
-    hidden: int = 256         # 2x256 beat 2x384 and 2x512 in 5 minutes on a 2-core CPU (BENCHMARKS.md)
-    layers: int = 2
-    embedding: int = 64
-    dropout: float = 0.0
-    tie_weights: bool = False
+    # The GRU learns more per step than the LSTM: 1.45 vs 1.47-1.48 nats/char in 5 minutes, and
+    # 2x256 beat 2x384 and 2x512 in 5 minutes on a 2-core CPU (BENCHMARKS.md).
+    cell: str = option("gru", f"recurrent cell: {', '.join(CELL_TYPES)}", choices=CELL_TYPES)
+    hidden: int = option(256, "units per recurrent layer")
+    layers: int = option(2, "recurrent layers")
+    embedding: int = option(64, "character embedding size")
+    dropout: float = option(0.0, "dropout between layers and before the output")
+    tie_weights: bool = option(False, "share the embedding and output matrices (needs --embedding = --hidden)")
     head: str = "char"        # "char": ids -> logits; "series": values -> values
     vocab_size: int = 0       # char head: number of ids, <unk> included
     inputs: int = 1           # series head: values per time step
@@ -52,31 +83,33 @@ class ModelConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-
 @dataclass
 class TrainConfig:
-    """How to train; every field is a command-line option of `chargen train` with this default."""
+    """How to train; every option field is an option of `chargen train` with this default."""
 
     # Chosen by measurement (BENCHMARKS.md, quality per minute): in a fixed time, many small steps
     # beat few large ones; 32 x 64 at lr 5e-3 reached 1.474 nats/char in 5 minutes where 64 x 128 at
     # 2e-3 stayed above 1.54 with the same model.
-    batch_size: int = 32        # parallel streams (all processes together)
-    seq_len: int = 64           # characters per chunk: how far back gradients flow
-    lr: float = 5e-3
-    lr_floor: float = 0.05      # the cosine decays to lr * lr_floor at the end of the budget
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    clip: float = 1.0           # global gradient-norm clip
-    max_steps: int = 0          # 0 = no step limit
-    epochs: float = 0.0         # 0 = no epoch limit
-    max_time: float = 0.0       # seconds; 0 = no time limit (5 minutes when no limit is given)
-    eval_every: int = 0         # steps between evaluations; 0 = five times over the budget
-    save_every: float = 600.0   # seconds between checkpoints even without evaluation
-    patience: int = 0           # evaluations without improvement before stopping; 0 = never
-    device: str = "auto"
-    precision: str = "auto"     # auto = bf16/fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32
-    rng_seed: int = 1337
-    max_bad_steps: int = 5      # non-finite steps in a row before giving up
+    batch_size: int = option(32, "parallel streams per step (all processes together)")
+    seq_len: int = option(64, "characters per chunk: how far back gradients flow (truncated BPTT)")
+    lr: float = option(5e-3, "peak learning rate (AdamW)")
+    lr_floor: float = option(0.05, "final learning rate as a fraction of --lr (cosine decay to the end of the budget)")
+    weight_decay: float = option(0.01, "AdamW weight decay on weight matrices")
+    warmup_steps: int = option(50, "steps of linear learning-rate warm-up")
+    clip: float = option(1.0, "clip the global gradient norm to this")
+    max_steps: int = option(0, "stop after this many steps (0 = no limit)")
+    epochs: float = option(0.0, "stop after this many passes over the training text (0 = no limit)")
+    max_time: float = option(0.0, "stop after this long, e.g. 90, 90s, 5m, 1h", metavar="DURATION",
+                             parse=parse_duration, shown="5m when no other limit is given")
+    eval_every: int = option(0, "evaluate every N steps (0 = at each fifth of the budget)")
+    save_every: float = option(600.0, "also save the trainer state every this many seconds")
+    patience: int = option(0, "stop after this many evaluations without improvement (0 = never)")
+    device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    precision: str = option("auto", f"{', '.join(PRECISIONS)}; auto = mixed precision on CUDA, bf16 autocast on "
+                            "CPUs with native bf16 (AVX512-BF16/AMX: ~1.6x faster, same loss), fp32 elsewhere",
+                            choices=PRECISIONS)
+    rng_seed: int = option(1337, "random seed: same seed, same run")
+    max_bad_steps: int = option(5, "give up after this many non-finite steps in a row")
 
     def validate(self) -> "TrainConfig":
         """Refuse impossible settings with the option's name."""
@@ -116,19 +149,3 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def parse_duration(text: str) -> float:
-    """'90', '90s', '5m', '1.5h' -> seconds."""
-    text = str(text).strip().lower()
-    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1:], None)
-    number = text[:-1] if scale else text
-    try:
-        seconds = float(number) * (scale or 1)
-    except ValueError:
-        raise UserError(f"--max-time {text!r} is not a duration; use e.g. 90, 90s, 5m or 1h") from None
-    if not seconds > 0 or math.isinf(seconds):
-        raise UserError(f"--max-time must be positive, not {text!r}")
-    return seconds
-
-

@@ -28,6 +28,7 @@ from chargen.config import TrainConfig
 from chargen.errors import UserError, first_line
 from chargen.log import info
 from chargen.model import Hidden, detach_hidden
+from chargen.progress import Progress
 from chargen.runtime import Distributed, cpu_has_native_bf16, cpu_runs_bf16_recurrence, pick_device
 
 class Task(Protocol):
@@ -183,8 +184,8 @@ class _Signals:
 
 # -- the loop ----------------------------------------------------------------------------------
 def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path, run_info: dict,
-          resume: dict | None = None, dist: Distributed = Distributed(),
-          should_stop: Callable[[int], bool] | None = None) -> TrainResult:
+               resume: dict | None = None, dist: Distributed = Distributed(),
+               should_stop: Callable[[int], bool] | None = None) -> TrainResult:
     """Train `model` on `task` until the budget, patience or a signal ends it; save to `run_dir`.
 
     run_info: extra config.json content (corpus, vocabulary size, series statistics...).
@@ -211,64 +212,88 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else nullcontext
     params = [p for p in model.parameters() if p.requires_grad]
 
-    # Progress counters: everything that --resume restores.
-    s = {"step": 0, "elapsed": 0.0, "best": math.inf, "best_metrics": {}, "evals": [],
-         "lr_scale": 1.0, "bad_total": 0, "stale": 0}
+    progress = Progress()  # where training stands: what --resume restores besides weights and RNG
     hidden: Hidden | None = None
     if resume is not None:
-        hidden = _restore(resume, model, optimizer, scaler, s, task, device, dist)
-
-    if resume is None:  # the dropout stream; each rank its own (restored from the state on resume)
+        hidden = _restore(resume, model, optimizer, scaler, progress, task, device, dist)
+    else:  # the dropout stream; each rank its own (restored from the state on resume)
         torch.manual_seed(config.rng_seed + dist.rank)
     total_steps = _step_budget(config, task)
-    started = time.perf_counter() - s["elapsed"]
+    started = time.perf_counter() - progress.elapsed
     eval_cost = None  # seconds one evaluation takes, measured; reserved at the end of a time budget
     last_save = time.perf_counter()
     bad_in_row = 0
     window_items, window_start = 0, time.perf_counter()
     loss_avg = None
-    bar = _progress_bar(config, total_steps, s, dist) if dist.is_main else None
+    bar = _progress_bar(config, total_steps, progress) if dist.is_main else None
 
-    def progress(elapsed: float, step: int) -> float:
+    def fraction_done(elapsed: float, step: int) -> float:
         fractions = [step / total_steps] if total_steps else []
         if config.max_time:
             usable = max(config.max_time - (eval_cost or 0.0), 1e-9)
             fractions.append(elapsed / usable)
         return max(fractions)
 
+    def save(weights: bool) -> None:
+        """Write the run: trainer_state.pt (all ranks' data), model.safetensors when asked, config.json last."""
+        progress.elapsed = time.perf_counter() - started
+        hidden_global = _gather_rows(_state_tensors(hidden), dist)  # collective: every rank takes part
+        rng = _gather_rng(device, dist)
+        if not dist.is_main:
+            return
+        state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        if not all(bool(t.isfinite().all()) for t in state_dict.values() if t.is_floating_point()):
+            # A finite gradient can still overflow the weights (a huge --lr): such weights must never
+            # replace the last good checkpoint.
+            info(f"step {progress.step}: the weights are no longer finite; not saving them (the last good checkpoint "
+                 "is kept)")
+            return
+        try:
+            write_state(run_dir, {**progress.state_dict(), "model": state_dict, "optimizer": optimizer.state_dict(),
+                                  "scaler": scaler.state_dict() if scaler is not None else {},
+                                  "hidden": hidden_global, "rng": rng, "world": dist.world})
+            if weights:
+                write_weights(run_dir, model.state_dict(), metadata={"step": str(progress.step)})
+            write_config(run_dir, {
+                "chargen_version": __version__,
+                "model": model.config.to_dict(),
+                "train": config.to_dict(),
+                **run_info,
+                "metrics": {**_round_floats(progress.best_metrics), "steps": progress.step,
+                            "elapsed_s": round(progress.elapsed, 1), "items_seen": progress.step * task.items_per_step,
+                            "skipped_steps": progress.bad_total},
+                "evals": [_round_floats(e) for e in progress.evals],
+            })
+        except WriteFailed as e:
+            kept = ("the last good checkpoint is kept: continue with --resume once it can be written"
+                    if (run_dir / STATE).exists() else "nothing of this run was saved")
+            raise WriteFailed(f"{e}; {kept}") from None
+
     def evaluate_and_save(final: bool) -> dict:
         nonlocal eval_cost, last_save
         t0 = time.perf_counter()
         metrics = task.evaluate(model)
         eval_cost = time.perf_counter() - t0
-        s["evals"].append({"step": s["step"], "elapsed": round(time.perf_counter() - started, 2), **metrics})
-        improved = metrics["val_loss"] < s["best"]
-        if improved:
-            s["best"] = metrics["val_loss"]
-            s["best_metrics"] = {**metrics, "step": s["step"]}
-            s["stale"] = 0
-        else:
-            s["stale"] += 1
-        _save(run_dir, model, optimizer, scaler, config, task, run_info, s, hidden, device, dist,
-              time.perf_counter() - started, weights=improved)
+        improved = progress.record(metrics, time.perf_counter() - started)
+        save(weights=improved)
         last_save = time.perf_counter()
         if dist.is_main:
-            line = f"step {s['step']}: {task.describe(metrics)}" + ("  (best)" if improved else "")
+            line = f"step {progress.step}: {task.describe(metrics)}" + ("  (best)" if improved else "")
             preview = getattr(task, "preview", None)
             if preview is not None and not final:
                 line += "\n  " + preview(model).replace("\n", "\n  ")
             info(line)
         return metrics
 
-    next_eval = _next_eval_mark(config, progress(s["elapsed"], s["step"]))
+    next_eval = _next_eval_mark(config, fraction_done(progress.elapsed, progress.step))
     with _Signals() as signals:
         model.train()
         try:
             while True:
-                step = s["step"]
+                step = progress.step
                 now = time.perf_counter()
-                p = progress(now - started, step)
-                last_eval_step = s["evals"][-1]["step"] if s["evals"] else -1
+                p = fraction_done(now - started, step)
+                last_eval_step = progress.evals[-1]["step"] if progress.evals else -1
                 # Every decision that depends on a clock or a signal is agreed by all ranks.
                 finished, interrupted, eval_due, save_due = _agree([
                     p >= 1.0 or bool(total_steps and step >= total_steps),
@@ -282,18 +307,17 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
                     break
                 if eval_due:
                     evaluate_and_save(final=False)
-                    next_eval = _next_eval_mark(config, progress(time.perf_counter() - started, step))
-                    if config.patience and s["stale"] >= config.patience:
+                    next_eval = _next_eval_mark(config, fraction_done(time.perf_counter() - started, step))
+                    if config.patience and progress.stale >= config.patience:
                         status = "early-stopped"
                         break
                 elif save_due:
-                    _save(run_dir, model, optimizer, scaler, config, task, run_info, s, hidden, device, dist,
-                          now - started, weights=False)
+                    save(weights=False)
                     last_save = time.perf_counter()
 
                 if task.carries_state and task.starts_epoch(step):
                     hidden = None
-                lr = config.lr * s["lr_scale"] * lr_factor(step, p, config)
+                lr = config.lr * progress.lr_scale * lr_factor(step, p, config)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x, y = task.batch(step)
@@ -323,49 +347,47 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
                 else:
                     # Skip the update, keep the state from before this step, halve the learning rate.
                     bad_in_row += 1
-                    s["bad_total"] += 1
-                    s["lr_scale"] *= 0.5
+                    progress.bad_total += 1
+                    progress.lr_scale *= 0.5
                     if dist.is_main:
                         what = "loss" if not math.isfinite(loss_value) else "gradient norm"
                         info(f"step {step}: non-finite {what} (loss {loss_value:.4g}, norm {norm_value:.4g}); "
-                             f"step skipped, learning rate halved ({s['bad_total']} skipped so far)")
+                             f"step skipped, learning rate halved ({progress.bad_total} skipped so far)")
                     if bad_in_row >= config.max_bad_steps:
                         status = "diverged"
                         break
-                s["step"] = step + 1
+                progress.step = step + 1
                 window_items += task.items_per_step
                 if bar is not None:
                     rate = window_items / max(time.perf_counter() - window_start, 1e-9)
-                    _update_bar(bar, config, s, time.perf_counter() - started, loss_avg, lr, rate, task)
+                    _update_bar(bar, config, progress, time.perf_counter() - started, loss_avg, lr, rate, task)
                     if window_items > 20 * task.items_per_step:
                         window_items, window_start = 0, time.perf_counter()
         except torch.OutOfMemoryError:
             # Only the sizes the user chose decide the memory a step needs: name them and what to lower.
             kept = f" (the last checkpoint in {run_dir} is kept)" if (run_dir / STATE).exists() else ""
-            raise UserError(f"out of memory on {device} at step {s['step']} with --batch-size {config.batch_size} "
+            raise UserError(f"out of memory on {device} at step {progress.step} with --batch-size {config.batch_size} "
                             f"x --seq-len {config.seq_len}; lower --batch-size (e.g. {max(1, config.batch_size // 2)})"
                             f" or --seq-len, or train a smaller model (--hidden, --layers){kept}") from None
         finally:
             if bar is not None:
                 bar.close()
 
-        elapsed = time.perf_counter() - started
         if status == "diverged":
             kept = (f"the last good checkpoint is kept in {run_dir}. Lower --lr (or --clip) and --resume"
                     if (run_dir / STATE).exists() else "no checkpoint was saved. Train again with a lower --lr")
-            raise TrainingStopped(TrainResult(run_dir, status, s["step"], s["best_metrics"]),
+            raise TrainingStopped(TrainResult(run_dir, status, progress.step, progress.best_metrics),
                                   f"training diverged: {config.max_bad_steps} non-finite steps in a row, the last at "
-                                  f"step {s['step']}; {kept}")
+                                  f"step {progress.step}; {kept}")
         if status == "interrupted":
             # Save fast: no evaluation. Weights too when no evaluated ones exist yet, so the run is usable.
-            _save(run_dir, model, optimizer, scaler, config, task, run_info, s, hidden, device, dist, elapsed,
-                  weights=not (run_dir / WEIGHTS).exists())
-            result = TrainResult(run_dir, status, s["step"], s["best_metrics"], signal=signals.received)
-            raise TrainingStopped(result, f"interrupted at step {s['step']}; the run is saved in {run_dir}. "
+            save(weights=not (run_dir / WEIGHTS).exists())
+            result = TrainResult(run_dir, status, progress.step, progress.best_metrics, signal=signals.received)
+            raise TrainingStopped(result, f"interrupted at step {progress.step}; the run is saved in {run_dir}. "
                                           f"Resume with: chargen train --resume --checkpoint {run_dir}")
-        if not s["evals"] or s["evals"][-1]["step"] != s["step"]:
+        if not progress.evals or progress.evals[-1]["step"] != progress.step:
             evaluate_and_save(final=True)
-    return TrainResult(run_dir, status, s["step"], s["best_metrics"])
+    return TrainResult(run_dir, status, progress.step, progress.best_metrics)
 
 
 def _agree(flags: list[bool], dist: Distributed, device: torch.device) -> list[bool]:
@@ -392,75 +414,36 @@ def _next_eval_mark(config: TrainConfig, progress: float) -> float:
     return (math.floor(progress * 5 + 1e-9) + 1) / 5
 
 
-def _progress_bar(config: TrainConfig, total_steps: int, s: dict, dist: Distributed):
+def _progress_bar(config: TrainConfig, total_steps: int, progress: Progress):
     from tqdm import tqdm
 
     if total_steps:
-        return tqdm(total=total_steps, initial=s["step"], unit="step", file=sys.stderr, disable=None,
+        return tqdm(total=total_steps, initial=progress.step, unit="step", file=sys.stderr, disable=None,
                     dynamic_ncols=True, desc="train")
-    return tqdm(total=round(config.max_time), initial=min(round(s["elapsed"]), round(config.max_time)), unit="s",
+    return tqdm(total=round(config.max_time), initial=min(round(progress.elapsed), round(config.max_time)), unit="s",
                 file=sys.stderr, disable=None, dynamic_ncols=True, desc="train",
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
 
 
-def _update_bar(bar, config: TrainConfig, s: dict, elapsed: float, loss_avg, lr: float, rate: float, task) -> None:
+def _update_bar(bar, config: TrainConfig, progress: Progress, elapsed: float, loss_avg, lr: float, rate: float,
+                task) -> None:
     if config.max_steps or config.epochs:
-        bar.update(s["step"] - bar.n)
+        bar.update(progress.step - bar.n)
     else:
         bar.update(min(elapsed, config.max_time) - bar.n)
-    if s["step"] % 5 == 0 and loss_avg is not None:
-        postfix = {"step": s["step"], "loss": f"{loss_avg:.3f}"}
+    if progress.step % 5 == 0 and loss_avg is not None:
+        postfix = {"step": progress.step, "loss": f"{loss_avg:.3f}"}
         if task.head == "char":
             postfix["bpc"] = f"{loss_avg / math.log(2):.3f}"
         postfix.update({"lr": f"{lr:.2e}", f"{task.unit}/s": f"{rate:,.0f}"})
         bar.set_postfix(postfix, refresh=False)
 
 
-def _save(run_dir: Path, model: nn.Module, optimizer, scaler, config: TrainConfig, task: Task, run_info: dict,
-          s: dict, hidden: Hidden | None, device: torch.device, dist: Distributed, elapsed: float,
-          weights: bool) -> None:
-    """Write the run: trainer_state.pt (all ranks' data), model.safetensors when asked, config.json last."""
-    s["elapsed"] = elapsed
-    hidden_global = _gather_rows(_state_tensors(hidden), dist)  # collective: every rank takes part
-    rng = _gather_rng(device, dist)
-    if not dist.is_main:
-        return
-    state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    if not all(bool(t.isfinite().all()) for t in state_dict.values() if t.is_floating_point()):
-        # A finite gradient can still overflow the weights (a huge --lr): such weights must never
-        # replace the last good checkpoint.
-        info(f"step {s['step']}: the weights are no longer finite; not saving them (the last good checkpoint is kept)")
-        return
-    try:
-        write_state(run_dir, {
-            "step": s["step"], "elapsed": elapsed, "best": s["best"], "best_metrics": s["best_metrics"],
-            "evals": s["evals"], "lr_scale": s["lr_scale"], "bad_total": s["bad_total"], "stale": s["stale"],
-            "model": state_dict, "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else {},
-            "hidden": hidden_global, "rng": rng, "world": dist.world,
-        })
-        if weights:
-            write_weights(run_dir, model.state_dict(), metadata={"step": str(s["step"])})
-        write_config(run_dir, {
-            "chargen_version": __version__,
-            "model": model.config.to_dict(),
-            "train": config.to_dict(),
-            **run_info,
-            "metrics": {**_rounded(s["best_metrics"]), "steps": s["step"], "elapsed_s": round(elapsed, 1),
-                        "items_seen": s["step"] * task.items_per_step, "skipped_steps": s["bad_total"]},
-            "evals": [_rounded(e) for e in s["evals"]],
-        })
-    except WriteFailed as e:
-        kept = ("the last good checkpoint is kept: continue with --resume once it can be written"
-                if (run_dir / STATE).exists() else "nothing of this run was saved")
-        raise WriteFailed(f"{e}; {kept}") from None
-
-
-def _rounded(d: dict) -> dict:
+def _round_floats(d: dict) -> dict:
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in d.items()}
 
 
-def _restore(state: dict, model: nn.Module, optimizer, scaler, s: dict, task: Task, device: torch.device,
+def _restore(state: dict, model: nn.Module, optimizer, scaler, progress: Progress, task: Task, device: torch.device,
              dist: Distributed) -> Hidden | None:
     """Put back everything a checkpoint holds; returns this rank's carried hidden state."""
     try:
@@ -471,9 +454,8 @@ def _restore(state: dict, model: nn.Module, optimizer, scaler, s: dict, task: Ta
                         "the run was trained with other settings: start a new run") from None
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    for key in ("step", "elapsed", "best", "best_metrics", "evals", "lr_scale", "bad_total", "stale"):
-        s[key] = state[key]
-    _restore_rng(state["rng"], device, dist, s["step"])
+    progress.load_state_dict(state)
+    _restore_rng(state["rng"], device, dist, progress.step)
     if state.get("world", 1) != dist.world and dist.is_main:
         info(f"resuming on {dist.world} process(es), saved with {state.get('world', 1)}: the data position and "
              "hidden state carry over, but dropout random streams restart, so the run is not bit-identical")

@@ -188,7 +188,7 @@ def load_sampler(run_dir: Path, streams: int = 1) -> tuple[Sampler, dict]:
     return Sampler(stepper, vocab, streams), config
 
 
-def generate(run_dir: Path, seed: str = "\n", length: int = 500, settings: SamplingSettings = SamplingSettings(),
+def generate_streams(run_dir: Path, seed: str = "\n", length: int = 500, settings: SamplingSettings = SamplingSettings(),
              num_samples: int = 1, rng_seed: int | None = None, stop: str | None = None,
              unknown: str = "error", include_seed: bool = False) -> Iterator[list[str]]:
     """Stream generated text: yields, per step, one new character for each of `num_samples` samples.

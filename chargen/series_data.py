@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from chargen.config import option
 from chargen.errors import UserError
 from chargen.log import info
 
@@ -41,17 +42,28 @@ MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
 # the LSTM is what the series figures in the README were measured with.
 SERIES_MODEL_DEFAULTS = {"cell": "lstm", "hidden": 64, "layers": 1, "embedding": 16}
 SERIES_DEFAULT_EPOCHS = 100  # the budget when none is given: seconds on a CPU for a series of thousands
+# The model and training options that mean something else for a series, and those it has no use for.
+SERIES_OPTION_HELP = {
+    "embedding": "size of the input projection (values -> the recurrent core)",
+    "batch_size": "windows per step (all processes together); more than there are = full batch",
+    "epochs": "stop after this many passes over the training windows (the default applies when neither "
+              "--max-steps nor --max-time is given)",
+    "max_time": "stop after this long, e.g. 90, 90s, 5m, 1h (0 = no limit)",
+}
+SERIES_OPTION_DEFAULTS = {**SERIES_MODEL_DEFAULTS, "epochs": SERIES_DEFAULT_EPOCHS, "max_time": "none"}
+SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len")
 
 
 @dataclass
 class SeriesConfig:
-    """How a series becomes training windows; saved in config.json and the source of the CLI defaults."""
+    """How a series becomes training windows; saved in config.json, each field an option of `series train`."""
 
-    window: int = 50            # input values per window: how far back the model looks
-    horizon: int = 1            # values predicted at once (the model's outputs)
-    target: str = "every"       # every = a target after each input step (many-to-many); last = after the window
-    loss: str = "mse"
-    val_fraction: float = 0.2   # the last part of the series, held out for validation (0 = none)
+    window: int = option(50, "input values per window: how far back the model looks", minimum=1)
+    horizon: int = option(1, "values predicted at once (the model's outputs)", minimum=1)
+    target: str = option("every", "every = the next value(s) after each input step (many-to-many); last = the "
+                         "value(s) after the window (many-to-one)", choices=TARGETS)
+    loss: str = option("mse", "the training loss", choices=LOSSES)
+    val_fraction: float = option(0.2, "last part of the series held out for validation; 0 = none")
 
     def validate(self) -> "SeriesConfig":
         """Refuse impossible settings with the option's name."""
@@ -118,7 +130,7 @@ def from_values(values: Sequence[float], name: str = "values") -> Series:
     return Series(array, name, {"kind": "values", "sha256": values_digest(array)})
 
 
-def _number(cell: str) -> float | None:
+def _parse_cell(cell: str) -> float | None:
     """The cell as a finite float, or None when it is missing or not a number."""
     text = cell.strip()
     if text.lower() in MISSING:
@@ -153,7 +165,7 @@ def read_series(path: str | Path, column: str | int | None = None, fill: str = "
         rows.pop()  # trailing blank lines are not missing values
     if not rows:
         raise UserError(f"{path} is empty; it needs a column of numbers")
-    header = rows[0] if all(_number(cell) is None for cell in rows[0]) else None
+    header = rows[0] if all(_parse_cell(cell) is None for cell in rows[0]) else None
     body, first_line = (rows[1:], 2) if header else (rows, 1)
     if not body:
         raise UserError(f"{path} has a header but no rows of numbers")
@@ -163,7 +175,7 @@ def read_series(path: str | Path, column: str | int | None = None, fill: str = "
     missing = []
     for i, row in enumerate(body):
         cell = row[index] if index < len(row) else ""
-        value = _number(cell)
+        value = _parse_cell(cell)
         if value is None:
             line = first_line + i
             if fill == "error":
@@ -215,7 +227,7 @@ def _pick_column(path: Path, column: str | int | None, header: list[str] | None,
     else:
         # A column is numeric when most of its first cells are numbers (a bad value must not hide it).
         numeric = [i for i in range(width)
-                   if 2 * sum(_number(r[i]) is not None for r in body[:20] if i < len(r)) > min(len(body), 20)]
+                   if 2 * sum(_parse_cell(r[i]) is not None for r in body[:20] if i < len(r)) > min(len(body), 20)]
         if len(numeric) != 1:
             found = "no column is" if not numeric else f"columns {numeric} are"
             raise UserError(f"{path}: {found} numeric in the first rows; choose one with --column "

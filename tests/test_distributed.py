@@ -137,7 +137,7 @@ def test_the_readme_launch_lines_reach_chargen_intact():
     torchrun's parser with every chargen argument left for chargen, and chargen's parser must take them."""
     import shlex
 
-    import cli
+    from chargen import cli
     from torch.distributed.run import get_args_parser
 
     lines = [line for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines()

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import cli
-from chargen import loop
+from chargen import cli, loop
 from conftest import REPO
 
 SMALL_MODEL = ["--hidden", "8", "--layers", "1", "--embedding", "8"]

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import cli
-from chargen import api, loop
+from chargen import api, cli, loop
 from chargen.checkpoint import STATE, TMP_MARK, read_state, read_weights
 from chargen.config import ModelConfig, TrainConfig
 from chargen.model import build_model

@@ -14,7 +14,7 @@ import pytest
 
 from chargen.interactive import (PROB_BANDS, Command, CommandError, Session, SessionSettings, apply_setting,
                                  is_command, parse_command, printable, prob_colour, prob_legend)
-from chargen.sample import Sampler, SamplingSettings, generate, load_sampler
+from chargen.sample import Sampler, SamplingSettings, generate_streams, load_sampler
 from chargen.stepper import NumpyStepper
 from chargen.vocab import Vocab
 
@@ -165,7 +165,7 @@ def displayed(generated: str) -> str:
 
 def expected_text(tiny_run, seed: str, length: int, temperature: float, rng_seed: int) -> str:
     """What `chargen generate` draws from a fresh state: the reference for a session's turn."""
-    return "".join(p[0] for p in generate(tiny_run, seed, length, SamplingSettings(temperature), rng_seed=rng_seed))
+    return "".join(p[0] for p in generate_streams(tiny_run, seed, length, SamplingSettings(temperature), rng_seed=rng_seed))
 
 
 def test_ctrl_c_keeps_state_up_to_the_last_character_shown(tiny_run):

@@ -22,7 +22,7 @@ from chargen import api
 from chargen.checkpoint import STATE_KEYS, read_state
 from chargen.corpus import read_text
 from chargen.errors import UserError
-from chargen.sample import generate
+from chargen.sample import generate_streams
 from chargen.vocab import UNK_CHAR, UNK_ID, Vocab
 
 RUN_FILES = ("config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt")
@@ -51,7 +51,7 @@ def run_with(tiny_run: Path, name: str, data: bytes):
 def load_all(run: Path) -> None:
     """Every way a run directory is read for use: the torch model, and generation (numpy)."""
     api.load(str(run))
-    assert len("".join(p[0] for p in generate(run, seed="\n", length=3, rng_seed=0))) <= 3
+    assert len("".join(p[0] for p in generate_streams(run, seed="\n", length=3, rng_seed=0))) <= 3
 
 
 def loads_or_says_why(run: Path) -> bool:

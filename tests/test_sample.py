@@ -9,7 +9,7 @@ from chargen import api
 from chargen.config import ModelConfig
 from chargen.errors import UserError
 from chargen.model import CharLM
-from chargen.sample import SamplingSettings, generate, load_sampler, next_char_probs, sample_next
+from chargen.sample import SamplingSettings, generate_streams, load_sampler, next_char_probs, sample_next
 from chargen.stepper import NumpyStepper
 from chargen.vocab import UNK_ID
 
@@ -94,8 +94,8 @@ def test_numpy_stepper_matches_the_torch_model(cell, layers, tie):
 
 
 def text_of(run, **kw) -> list[str]:
-    """The samples of sample.generate as whole strings."""
-    pieces = list(generate(run, **kw))
+    """The samples of sample.generate_streams as whole strings."""
+    pieces = list(generate_streams(run, **kw))
     return ["".join(parts) for parts in zip(*pieces)]
 
 
