@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MODEL = ["--cell=lstm", "--hidden=48", "--layers=2", "--embedding=16"]
+MODEL = ["--cell=lstm", "--layers=2", "--embedding=16"]
 TRAIN = ["--batch-size=8", "--seq-len=32", "--lr=1e-2", "--warmup-steps=5", "--eval-every=10", "--precision=fp32"]
 
 
@@ -34,6 +34,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt")
     parser.add_argument("--chars", type=int, default=60_000, help="characters of the corpus to train on")
+    parser.add_argument("--hidden", type=int, default=48,
+                        help="units per layer: a larger model makes rank 0's last save (after the last collective) "
+                             "longer, so the other rank reaches the exit sooner before it")
     parser.add_argument("--log", type=Path, help="append the whole stderr of every failed launch to this file")
     args = parser.parse_args()
 
@@ -45,7 +48,7 @@ def main() -> int:
         corpus.write_text(args.corpus.read_text(encoding="utf-8")[:args.chars], encoding="utf-8")
         for i in range(args.iterations):
             run = Path(tmp) / f"run{i}"
-            for extra in (["--max-steps=20", *MODEL, *TRAIN], ["--resume", "--max-steps=40"]):
+            for extra in (["--max-steps=20", f"--hidden={args.hidden}", *MODEL, *TRAIN], ["--resume", "--max-steps=40"]):
                 result = launch(["train", str(corpus), "--checkpoint", str(run), *extra])
                 launches += 1
                 if result.returncode != 0:

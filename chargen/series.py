@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from chargen.checkpoint import checkpoints_root, read_config
+from chargen.checkpoint import CONFIG, checkpoints_root, read_config
 from chargen.config import ModelConfig, TrainConfig, parse_duration
-from chargen.errors import UserError
+from chargen.errors import UserError, first_line
 from chargen.log import info
 from chargen.plot import COLORS, Line
 from chargen.runtime import Distributed
@@ -238,9 +238,20 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
     if config["model"].get("head") != "series":
         raise UserError(f"{run_dir} is a character-model run, not a time series; use: chargen generate")
     model, _, config = load(run_dir)
-    about = config["series"]
-    return SeriesRun(model, Scaler.from_dict(about["scaler"]), SeriesConfig.from_dict(about["settings"]),
-                     config, run_dir)
+    # config.json is read, never trusted: a damaged standardisation or history would give garbage forecasts.
+    try:
+        about = config["series"]
+        scaler = Scaler.from_dict(about["scaler"])
+        settings = SeriesConfig.from_dict(about["settings"]).validate()
+        history = np.asarray(about["history"], dtype=np.float64)
+    except (KeyError, TypeError, ValueError, UserError) as e:
+        raise UserError(f"{run_dir / CONFIG}: the series section is damaged ({first_line(e)}); the run cannot be "
+                        "used — retrain it") from None
+    if not (math.isfinite(scaler.mean) and math.isfinite(scaler.std) and scaler.std > 0) \
+            or history.ndim != 1 or not np.isfinite(history).all():
+        raise UserError(f"{run_dir / CONFIG}: the series section holds impossible values (standardisation mean "
+                        f"{scaler.mean}, std {scaler.std}, or a non-finite history); the run cannot be used — retrain it")
+    return SeriesRun(model, scaler, settings, config, run_dir)
 
 
 @torch.no_grad()

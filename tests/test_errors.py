@@ -446,3 +446,27 @@ def test_non_finite_trainer_state_is_not_resumed(mine, shakespeare_slice, capsys
     torch.save(state, mine / "trainer_state.pt")
     one_line_error(chargen(capsys, "train", shakespeare_slice, "--run", "mine", "--resume", "--max-steps", "70"),
                    "trainer_state.pt", "'head.bias'", "non-finite", "cannot be resumed")
+
+
+@pytest.mark.parametrize("damage", ["no series section", "std 0", "std NaN", "history of words", "window 0"])
+def test_a_damaged_series_config_is_refused(damage, tmp_path, capsys):
+    from chargen.config import ModelConfig, TrainConfig
+    from chargen.series import train_series
+    from chargen.series_data import SeriesConfig
+
+    run = tmp_path / "sine"
+    train_series(synthetic="sine", length=200, checkpoint=run, settings=SeriesConfig(window=10),
+                 model=ModelConfig(hidden=8, layers=1, embedding=4), config=TrainConfig(max_steps=2))
+    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    if damage == "no series section":
+        del config["series"]
+    elif damage.startswith("std"):
+        config["series"]["scaler"]["std"] = 0.0 if damage == "std 0" else float("nan")
+    elif damage == "history of words":
+        config["series"]["history"] = ["ten", "eleven"]
+    else:
+        config["series"]["settings"]["window"] = 0
+    (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    capsys.readouterr()
+    one_line_error(chargen(capsys, "series", "forecast", "--checkpoint", run, "--steps", "3"),
+                   f"{run / 'config.json'}: the series section", "retrain it")
