@@ -48,7 +48,8 @@ def main() -> int:
         corpus.write_text(args.corpus.read_text(encoding="utf-8")[:args.chars], encoding="utf-8")
         for i in range(args.iterations):
             run = Path(tmp) / f"run{i}"
-            for extra in (["--max-steps=20", f"--hidden={args.hidden}", *MODEL, *TRAIN], ["--resume", "--max-steps=40"]):
+            for extra in (["--max-steps=20", f"--hidden={args.hidden}", *MODEL, *TRAIN], ["--resume",
+                                                                                          "--max-steps=40"]):
                 result = launch(["train", str(corpus), "--checkpoint", str(run), *extra])
                 launches += 1
                 if result.returncode != 0:

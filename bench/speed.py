@@ -62,7 +62,7 @@ def run_json(cmd: list[str], env: dict | None = None, timeout: float = 600) -> d
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise SystemExit(f"timed out: {' '.join(cmd)}")
+        raise SystemExit(f"timed out: {' '.join(cmd)}") from None
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err[-3000:]}")
     lines = [line for line in out.splitlines() if line.startswith("{")]
@@ -90,7 +90,8 @@ def timed_child(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
             err.seek(0)
-            raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err.read().decode(errors='replace')[-3000:]}")
+            tail = err.read().decode(errors="replace")[-3000:]
+            raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{tail}")
     return wall, usage.ru_maxrss / 1024
 
 
@@ -162,7 +163,8 @@ def w_train_chargen(corpus: str, val_file: str, run_dir: str, precision: str, ce
 
     config = TrainConfig(batch_size=streams, seq_len=seq_len, max_steps=warmup + steps, eval_every=10**9,
                          save_every=1e9, precision=precision)
-    api.train(corpus, checkpoint=run_dir, model=ModelConfig(cell=cell, hidden=hidden, layers=layers, embedding=embedding),
+    api.train(corpus, checkpoint=run_dir, model=ModelConfig(cell=cell, hidden=hidden, layers=layers,
+                                                            embedding=embedding),
               config=config, val_file=val_file, should_stop=mark)
     seconds = marks[warmup + steps] - marks[warmup]
     from chargen.loop import autocast_dtype
@@ -178,7 +180,8 @@ def w_make_run(corpus: str, val_file: str, run_dir: str, cell: str, hidden: int,
     from chargen import api
     from chargen.config import ModelConfig, TrainConfig
 
-    api.train(corpus, checkpoint=run_dir, model=ModelConfig(cell=cell, hidden=hidden, layers=layers, embedding=embedding),
+    api.train(corpus, checkpoint=run_dir, model=ModelConfig(cell=cell, hidden=hidden, layers=layers,
+                                                            embedding=embedding),
               config=TrainConfig(max_steps=1, batch_size=8, seq_len=32), val_file=val_file)
     return {"run": run_dir}
 
@@ -211,7 +214,8 @@ def w_encode(path: str, run_dir: str) -> dict:
     encoded = open_corpus(Path(path), Path(run_dir))
     c1, t1 = time.process_time(), time.perf_counter()
     added = peak_rss_mb() - base
-    result = {"file_mb": mb, "chars": len(encoded.ids), "vocab": len(encoded.vocab), "ids_dtype": str(encoded.ids.dtype),
+    result = {"file_mb": mb, "chars": len(encoded.ids), "vocab": len(encoded.vocab),
+              "ids_dtype": str(encoded.ids.dtype),
               "total_mb_s": mb / (t1 - t0), "total_mb_per_cpu_s": mb / (c1 - c0),  # equal on an idle machine
               "added_peak_rss_mb": added, "peak_over_file": added / mb}
     del encoded
@@ -263,7 +267,8 @@ def synthetic_text(chars: int, unicode: bool, seed: int = 0) -> str:
         words = ["the", "king", "and", "queen", "of", "a", "time", "thee", "love", "night", "shall", "be"]
         lines = [" ".join(rng.choice(words, 8)) + "\n" for _ in range(5000)]
     if unicode:  # curly quotes, dashes and accents, as in most real books: a two-byte-per-char str
-        extra = ["\u201cCaf\u00e9,\u201d said she \u2014 na\u00efve.\n", "\u00bfQu\u00e9 pas\u00f3? \u2018Stra\u00dfe\u2019\n"]
+        extra = ["\u201cCaf\u00e9,\u201d said she \u2014 na\u00efve.\n",
+                 "\u00bfQu\u00e9 pas\u00f3? \u2018Stra\u00dfe\u2019\n"]
         lines = lines + extra * (len(lines) // 20)
     block = "".join(lines[i] for i in rng.permutation(len(lines)))
     return (block * (chars // len(block) + 1))[:chars]
@@ -274,7 +279,8 @@ def section_train(args, tmp: Path, results: dict) -> None:
     size = dict(cell=args.cell, hidden=args.hidden, layers=args.layers, embedding=args.embedding)
     shape = dict(streams=args.streams, seq_len=args.seq_len, steps=args.train_steps, warmup=args.warmup)
     plain = f"baseline: plain nn.{args.cell.upper()} loop"
-    baseline_cmd = [sys.executable, str(BENCH / "baseline_lstm.py"), "train", "--cell", args.cell, "--hidden", str(args.hidden),
+    baseline_cmd = [sys.executable, str(BENCH / "baseline_lstm.py"), "train", "--cell", args.cell, "--hidden",
+                    str(args.hidden),
                     "--layers", str(args.layers), "--embedding", str(args.embedding), "--streams", str(args.streams),
                     "--seq-len", str(args.seq_len), "--steps", str(args.train_steps), "--warmup", str(args.warmup)]
     rows = {}
@@ -282,12 +288,12 @@ def section_train(args, tmp: Path, results: dict) -> None:
         runs = {
             plain: lambda: run_json(baseline_cmd),
             "baseline + glibc allocator thresholds": lambda: run_json(baseline_cmd + ["--allocator"]),
-            "chargen --precision fp32": lambda: worker("train_chargen", corpus=str(corpus), val_file=str(val),
-                                                       run_dir=str(tmp / f"fp32-{rep}"), precision="fp32",
-                                                       **size, **shape),
-            "chargen (default --precision auto)": lambda: worker("train_chargen", corpus=str(corpus), val_file=str(val),
-                                                                 run_dir=str(tmp / f"auto-{rep}"), precision="auto",
-                                                                 **size, **shape),
+            "chargen --precision fp32": lambda rep=rep: worker(
+                "train_chargen", corpus=str(corpus), val_file=str(val), run_dir=str(tmp / f"fp32-{rep}"),
+                precision="fp32", **size, **shape),
+            "chargen (default --precision auto)": lambda rep=rep: worker(
+                "train_chargen", corpus=str(corpus), val_file=str(val), run_dir=str(tmp / f"auto-{rep}"),
+                precision="auto", **size, **shape),
         }
         for name, run in runs.items():
             r = run()
@@ -303,7 +309,8 @@ def section_train(args, tmp: Path, results: dict) -> None:
         r["vs_baseline"] = r["chars_per_s"] / base
         r["model_gflops"] = r["chars_per_s"] * flops / 1e9
         r["of_fp32_gemm"] = r["model_gflops"] / gemm["torch_fp32_gflops"]
-    results["train"] = {"model": f"{args.layers}x{args.hidden} {args.cell.upper()}, embedding {args.embedding}, vocab 66",
+    results["train"] = {"model": f"{args.layers}x{args.hidden} {args.cell.upper()}, embedding {args.embedding}, "
+                                 "vocab 66",
                         "batch": f"{args.streams} streams x {args.seq_len}", "timed_steps": args.train_steps,
                         "train_flops_per_char": flops, "rows": rows}
 
@@ -318,13 +325,15 @@ def section_sample(args, tmp: Path, results: dict) -> None:
     for streams, length in ((1, args.sample_length), (64, max(20, args.sample_length // 10))):
         ours = worker("sample_chargen", run_dir=str(run_dir), streams=streams, length=length)
         theirs = run_json([sys.executable, str(BENCH / "baseline_lstm.py"), "sample", "--weights",
-                           str(run_dir / "model.safetensors"), "--cell", args.cell, "--hidden", str(args.hidden), "--layers",
+                           str(run_dir / "model.safetensors"), "--cell", args.cell, "--hidden", str(args.hidden),
+                           "--layers",
                            str(args.layers), "--embedding", str(args.embedding), "--streams", str(streams),
                            "--length", str(max(20, length // 4))])
         rows[f"{streams} stream{'s' if streams > 1 else ''}"] = {
             "chargen_chars_per_s": ours["chars_per_s"], "baseline_chars_per_s": theirs["chars_per_s"],
             "vs_baseline": ours["chars_per_s"] / theirs["chars_per_s"], "torch_imported": ours["torch_imported"]}
-        info(f"  sample {streams} streams: chargen {ours['chars_per_s']:,.0f}, baseline {theirs['chars_per_s']:,.0f} chars/s")
+        info(f"  sample {streams} streams: chargen {ours['chars_per_s']:,.0f}, "
+             f"baseline {theirs['chars_per_s']:,.0f} chars/s")
     flops = flops_per_char(args.cell, args.embedding, args.hidden, args.layers, 66)
     gemm = results.get("gemm") or worker("gemm")
     results["gemm"] = gemm
@@ -357,7 +366,8 @@ def section_corpus(args, tmp: Path, results: dict) -> None:
     small = tmp / "small.txt"
     worker("make_text", path=str(small), chars=200_000, unicode=False)
     train_cmd = lambda path, run: [sys.executable, "cli.py", "train", str(path), "--checkpoint", str(tmp / run),
-                                   "--max-steps", "1", "--cell", "lstm", "--hidden", "64", "--layers", "1", "--embedding", "16",
+                                   "--max-steps", "1", "--cell", "lstm", "--hidden", "64", "--layers", "1",
+                                   "--embedding", "16",
                                    "--val-fraction", "0.1"]
     _, small_rss = timed_child(train_cmd(small, "mem-small"))
     for kind in ("ascii", "unicode"):
@@ -434,7 +444,8 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--quick", action="store_true", help="fewer steps and characters (noisier figures)")
     parser.add_argument("--cell", choices=("lstm", "gru"), default="lstm",
-                        help="recurrent cell of chargen and of the plain baseline (the issue's targets are for the LSTM)")
+                        help="recurrent cell of chargen and of the plain baseline (the issue's targets are for the "
+                             "LSTM)")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embedding", type=int, default=64)

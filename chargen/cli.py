@@ -99,11 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a model on a text file",
                             description="Train a character-level RNN/LSTM/GRU on a text file (or every *.txt in a "
                             "folder, or a named corpus). Saves checkpoints/<run>/; Ctrl-C saves and exits.")
-    p.add_argument("corpus", nargs="?", help="text file, folder of .txt files, or corpus name (default: tinyshakespeare)")
+    p.add_argument("corpus", nargs="?",
+                   help="text file, folder of .txt files, or corpus name (default: tinyshakespeare)")
     add_run_options(p, reading=False)
     p.add_argument("--resume", action="store_true", help="continue the run exactly where it stopped")
     p.add_argument("--val-file", metavar="FILE", help="validate on this file instead of the end of the corpus")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="last fraction of the text used for validation (default: 0.1)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="last fraction of the text used for validation (default: 0.1)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default: utf-8, strict)")
     p.add_argument("--no-normalize", action="store_true", help="do not apply Unicode NFC normalisation")
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
@@ -172,8 +174,10 @@ def add_sampling_options(p: argparse.ArgumentParser, fed: str) -> None:
     """How characters are drawn (generate and interactive); `fed` names the text the user gives."""
     p.add_argument("--temperature", type=float, default=0.8,
                    help="randomness: 0 = always the likeliest character, 1 = the model's own odds (default: 0.8)")
-    p.add_argument("--top-k", type=_int_at_least(0), default=0, help="sample among the k likeliest only (default: 0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="sample among the smallest set with this much probability (default: 1.0)")
+    p.add_argument("--top-k", type=_int_at_least(0), default=0,
+                   help="sample among the k likeliest only (default: 0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="sample among the smallest set with this much probability (default: 1.0)")
     p.add_argument("--rng-seed", type=_int_at_least(0), default=None,
                    help="random seed: same seed, same text (default: a fresh one)")
     p.add_argument("--stop", metavar="STRING", help="end a sample (a turn) once it has written this string")
@@ -328,7 +332,8 @@ def add_series_parser(commands) -> None:
                        description="Prime the model on the history (default: the end of the run's own series), "
                        "roll it forward and print the de-standardised forecast as CSV on stdout.")
     add_run_options(p)
-    p.add_argument("--steps", type=_int_at_least(1), default=None, help="values to forecast (default: the run's horizon)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None,
+                   help="values to forecast (default: the run's horizon)")
     p.add_argument("--history", metavar="FILE", help="the series to continue (default: the end of the training data)")
     data_options(p)
     p.add_argument("--plot", metavar="FILE.png", help="also draw history and forecast to a PNG file")
@@ -417,7 +422,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         try:
             config = json.loads((run / CONFIG).read_text(encoding="utf-8"))
             m, model = config.get("metrics", {}), config["model"]
-            bpc = f"{m['val_bpc']:.3f} bpc" if "val_bpc" in m else (f"val {m['val_loss']:.4g}" if "val_loss" in m else "-")
+            bpc = (f"{m['val_bpc']:.3f} bpc" if "val_bpc" in m
+                   else f"val {m['val_loss']:.4g}" if "val_loss" in m else "-")
             table.add_row(run.name, model["head"], f"{model['layers']}x{model['hidden']} {model['cell']}",
                           f"{m.get('steps', 0)} steps", bpc)
         except (ValueError, KeyError, TypeError):

@@ -43,7 +43,8 @@ def corpus_files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(p for p in path.glob("*.txt") if p.is_file())
         if not files:
-            raise UserError(f"{path} is a folder with no .txt files; put the training text in *.txt files or pass a file")
+            raise UserError(f"{path} is a folder with no .txt files; put the training text in *.txt files or pass "
+                            "a file")
         return files
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a text file or a folder of .txt files")
@@ -60,7 +61,8 @@ def _decode(path: Path, data: bytes, encoding: str, allow_binary: bool) -> str:
     try:
         text = data.decode(encoding)
     except LookupError:
-        raise UserError(f"unknown --encoding {encoding!r}; use a Python codec name such as utf-8, latin-1, cp1252") from None
+        raise UserError(f"unknown --encoding {encoding!r}; use a Python codec name such as utf-8, latin-1, "
+                        "cp1252") from None
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: invalid {e.encoding} at byte offset {e.start} (byte 0x{data[e.start]:02x}); "
                         "convert the file to UTF-8 or pass --encoding (e.g. --encoding latin-1)") from None

@@ -89,7 +89,8 @@ def next_char_probs(logits: np.ndarray, settings: SamplingSettings) -> np.ndarra
     return w / w.sum(axis=1, keepdims=True)
 
 
-def sample_next(logits: np.ndarray, settings: SamplingSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_next(logits: np.ndarray, settings: SamplingSettings,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Draw one id per row of (B, V) logits; returns the ids (B,) and the probability each was given."""
     if settings.temperature == 0:
         return _argmax_without_unk(logits), np.ones(len(logits))
@@ -188,7 +189,8 @@ def load_sampler(run_dir: Path, streams: int = 1) -> tuple[Sampler, dict]:
     return Sampler(stepper, vocab, streams), config
 
 
-def generate_streams(run_dir: Path, seed: str = "\n", length: int = 500, settings: SamplingSettings = SamplingSettings(),
+def generate_streams(run_dir: Path, seed: str = "\n", length: int = 500,
+                     settings: SamplingSettings = SamplingSettings(),
              num_samples: int = 1, rng_seed: int | None = None, stop: str | None = None,
              unknown: str = "error", include_seed: bool = False) -> Iterator[list[str]]:
     """Stream generated text: yields, per step, one new character for each of `num_samples` samples.

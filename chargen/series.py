@@ -28,7 +28,8 @@ from chargen.errors import UserError, first_line
 from chargen.log import info
 from chargen.plot import COLORS, Line
 from chargen.runtime import Distributed
-from chargen.series_data import (SERIES_DEFAULT_EPOCHS, SERIES_MODEL_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series, SeriesConfig, check_sizes, detect_season,
+from chargen.series_data import (SERIES_DEFAULT_EPOCHS, SERIES_MODEL_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series,
+                                 SeriesConfig, check_sizes, detect_season,
                                  from_values, load_source, read_series, split_point, synthetic, train_starts,
                                  val_starts, values_digest, window_indices)
 
@@ -112,7 +113,8 @@ class SeriesTask:
         was_training = model.training
         model.eval()
         val_loss, val_mse, val_mae = self._score(model, self.val)
-        probe = self.train[np.unique(np.linspace(0, len(self.train) - 1, min(len(self.train), TRAIN_PROBE)).astype(int))]
+        spaced = np.linspace(0, len(self.train) - 1, min(len(self.train), TRAIN_PROBE)).astype(int)
+        probe = self.train[np.unique(spaced)]
         train_mse = self._score(model, probe)[1]
         model.train(was_training)
         return {"val_loss": val_loss, "val_mse": val_mse, "val_mae": val_mae, "train_mse": train_mse}
@@ -163,7 +165,8 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / run
     else:
         series = _read(data, synthetic, length, noise, config.rng_seed, column, fill or "error")
-        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or series.name.replace(":", "-"))
+        name = run or series.name.replace(":", "-")
+        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / name
 
     with start_run(run_dir, "series", resume=resume, model=model or ModelConfig(**SERIES_MODEL_DEFAULTS),
                    config=config, overrides=overrides, default_budget=_default_series_budget) as started:
@@ -250,7 +253,8 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
     if not (math.isfinite(scaler.mean) and math.isfinite(scaler.std) and scaler.std > 0) \
             or history.ndim != 1 or not np.isfinite(history).all():
         raise UserError(f"{run_dir / CONFIG}: the series section holds impossible values (standardisation mean "
-                        f"{scaler.mean}, std {scaler.std}, or a non-finite history); the run cannot be used — retrain it")
+                        f"{scaler.mean}, std {scaler.std}, or a non-finite history); the run cannot be used — "
+                        "retrain it")
     return SeriesRun(model, scaler, settings, config, run_dir)
 
 

@@ -133,7 +133,8 @@ class Vocab:
             raise UserError(f"{source} is not a valid chargen tokenizer file ({type(e).__name__}: {first_line(e)}); "
                             "retrain the run") from None
         if not by_id or by_id[0] != (UNK_ID, UNK) or [i for i, _ in by_id] != list(range(len(by_id))):
-            raise UserError(f"{source} does not hold a chargen character vocabulary (<unk> at 0, ids 1..n); retrain the run")
+            raise UserError(f"{source} does not hold a chargen character vocabulary (<unk> at 0, ids 1..n); "
+                            "retrain the run")
         chars = [c for _, c in by_id[1:]]
         if any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
             raise UserError(f"{source} holds tokens that are not single characters; it was not written by chargen")

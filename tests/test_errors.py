@@ -33,6 +33,11 @@ def chargen(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def option_ids(value) -> str:
+    """A parametrized case's id: the options it passes."""
+    return " ".join(value) if isinstance(value, list) else ""
+
+
 def one_line_error(result: tuple[int, str, str], *words: str, code: int = 1, after_progress: bool = False) -> str:
     """Assert the house style of a refusal and that the line names `words`; returns the line.
 
@@ -84,8 +89,10 @@ CORPUS_CASES = {
     "lone surrogate": (b"ab\\ud800cd and more text\n" * 5, ["--encoding", "unicode_escape"],
                        ["lone surrogate", "U+D800", "--encoding"]),
     "far too short": (b"abc", ["--val-file", "VAL"], ["has 3 characters", "at least 4 are needed"]),
-    "validation fraction 0": (b"plain text\n" * 20, ["--val-fraction", "0"], ["--val-fraction must be between 0 and 1"]),
-    "validation fraction > 1": (b"plain text\n" * 20, ["--val-fraction", "1.5"], ["--val-fraction must be between 0 and 1"]),
+    "validation fraction 0": (b"plain text\n" * 20, ["--val-fraction", "0"],
+                              ["--val-fraction must be between 0 and 1"]),
+    "validation fraction > 1": (b"plain text\n" * 20, ["--val-fraction", "1.5"],
+                                ["--val-fraction must be between 0 and 1"]),
 }
 
 
@@ -173,7 +180,7 @@ TRAIN_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options, words, code", TRAIN_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+@pytest.mark.parametrize("options, words, code", TRAIN_OPTIONS, ids=option_ids)
 def test_bad_training_option_is_refused_with_its_name(options, words, code, shakespeare_slice, capsys):
     one_line_error(chargen(capsys, "train", shakespeare_slice, *SMALL_MODEL, *options), words, code=code)
 
@@ -211,7 +218,7 @@ GENERATE_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options, words, code", GENERATE_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+@pytest.mark.parametrize("options, words, code", GENERATE_OPTIONS, ids=option_ids)
 def test_bad_generation_option_is_refused_with_its_name(options, words, code, tiny_run, capsys):
     one_line_error(chargen(capsys, "generate", "--checkpoint", tiny_run, *options), words, code=code)
 

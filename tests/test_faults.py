@@ -65,7 +65,7 @@ for k in range(1, 1000):
 @pytest.mark.parametrize("which", ["trainer_state.pt", "model.safetensors"])
 def test_sigkill_while_saving_leaves_the_previous_checkpoint(which, run_copy, shakespeare_slice):
     before_state, before_weights = read_state(run_copy), read_weights(run_copy)
-    for attempt in range(5):
+    for _ in range(5):
         child = subprocess.Popen([sys.executable, "-c", WRITER, str(run_copy), which], cwd=REPO)
         deadline = time.monotonic() + 120
         while not list(run_copy.glob(f".{which}{TMP_MARK}*")) and child.poll() is None and time.monotonic() < deadline:
@@ -259,7 +259,8 @@ def test_weights_that_overflow_are_never_saved(shakespeare_slice, tmp_path, caps
     assert code == 1
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(r"chargen: training diverged: 5 non-finite steps in a row, the last at step \d+; the last "
-                        rf"good checkpoint is kept in {re.escape(str(run))}\. Lower --lr \(or --clip\) and --resume", last)
+                        rf"good checkpoint is kept in {re.escape(str(run))}\. Lower --lr \(or --clip\) and --resume",
+                        last)
     assert "the weights are no longer finite; not saving them" in err
     assert "(no sample: the model's outputs are not finite)" in err and "RuntimeWarning" not in err
     state = read_state(run)
@@ -308,7 +309,8 @@ def test_save_failing_after_the_first_file_still_leaves_a_loadable_run(run_copy,
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    code, _, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", run_copy, "--resume", "--max-steps", "62")
+    code, _, err = chargen(capsys, "train", shakespeare_slice, "--checkpoint", run_copy, "--resume", "--max-steps",
+                           "62")
     monkeypatch.undo()
     assert code == 1 and "the disk is full" in err
     assert read_state(run_copy)["step"] == 62
@@ -425,7 +427,8 @@ def test_disk_full_for_the_products_plot_page_and_saved_story(tiny_run, shakespe
                            tmp_path / "p.html"], tmp_path / "p.html")]:
         code, _, err = chargen(capsys, *argv)
         assert code == 1 and "Traceback" not in err, err
-        assert err.strip().splitlines()[-1] == f"chargen: error: cannot write {target}: the disk is full (free some space)"
+        assert err.strip().splitlines()[-1] == (f"chargen: error: cannot write {target}: the disk is full "
+                                                "(free some space)")
         assert not target.exists() and not list(tmp_path.glob(f".*{TMP_MARK}*"))
 
 
