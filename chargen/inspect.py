@@ -20,40 +20,30 @@ Where the numbers come from:
 Units are named LAYER:UNIT for the hidden output h and LAYER:cUNIT for an LSTM's cell state,
 layers counted from 1 (nearest the input) and units from 0 (their index in the weights).
 
-A report is a list of blocks (headings, lines, shaded text, legends) built once and drawn by
-two renderers: the terminal (rich Text objects, markup off, model text escaped) and the page.
+A report (report.py) is a list of blocks (headings, lines, shaded text, legends) built here once and
+drawn by two renderers: the terminal (`render_terminal`: rich Text objects, markup off, model text
+escaped by `display.escape`) and the page (inspect_html.py).
 """
 from __future__ import annotations
 
 import math
 import re
-import sys
-import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
 import numpy as np
 
+from chargen.display import make_console
 from chargen.errors import UserError
 from chargen.log import info
+from chargen.report import (ACTIVE_VALUE, SURPRISE_STOPS, SURPRISING_BITS, UNIT_STOPS, Heading, Legend, PlainLine,
+                            Recording, Report, Shaded, colours, surprise_legend, text_colour, unit_legend, visible)
 
 DEFAULT_MAX_CHARS = 5000
 TOP_PREDICTIONS = 5
 EXCERPT_CHARS = 160
-# Bits at or above which a character counts as surprising when colour is off (p < 1/16).
-SURPRISING_BITS = 4.0
-# Unit values at or above which a character is marked when colour is off.
-ACTIVE_VALUE = 0.5
 LN2 = math.log(2)
-
-# Colour scales: (value, RGB) stops, linearly interpolated, clipped at both ends.
-SURPRISE_STOPS = ((0.0, (255, 255, 255)), (1.0, (255, 240, 175)), (2.0, (254, 209, 118)),
-                  (4.0, (250, 140, 60)), (6.0, (224, 60, 40)), (8.0, (150, 0, 38)))
-UNIT_STOPS = ((-1.0, (49, 104, 196)), (0.0, (255, 255, 255)), (1.0, (214, 47, 39)))
-# Characters shown escaped: control characters, line/paragraph separators, and the bidirectional
-# overrides that can reorder what a terminal or browser displays.
-BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 # -- properties of the text -----------------------------------------------------------------
@@ -149,35 +139,7 @@ PROPERTIES: dict[str, Callable[[str], np.ndarray]] = {
 }
 
 
-# -- recording the model over a text ----------------------------------------------------------
-@dataclass
-class Recording:
-    """What the model did on a text, one row per character."""
-
-    text: str
-    ids: np.ndarray                      # (N,) vocabulary ids (0 = <unk>)
-    bits: np.ndarray                     # (N,) bits spent predicting each character; NaN for the first
-    cell: str
-    layers: int
-    hidden: int
-    top_ids: np.ndarray | None = None    # (N, 5) the model's likeliest characters before each one (row 0: -1)
-    top_probs: np.ndarray | None = None  # (N, 5) their probabilities
-    states: np.ndarray | None = None     # (N, S) every unit after reading each character (see unit_name)
-
-    @property
-    def units_per_layer(self) -> int:
-        """Units recorded per layer: h, plus c for an LSTM."""
-        return self.hidden * (2 if self.cell == "lstm" else 1)
-
-    def total_bits(self) -> float:
-        """Bits over every predicted character (all but the first)."""
-        return float(np.sum(self.bits[1:], dtype=np.float64))
-
-    def bits_per_char(self) -> float:
-        """The mean over the predicted characters: `chargen eval`'s bits/char on one stream."""
-        return self.total_bits() / max(len(self.text) - 1, 1)
-
-
+# -- recording the model over a text (into a report.Recording) ----------------------------------
 def surprise_bits(model, ids: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Bits the model spends on each character of `ids` in one continuous pass: (N,), NaN first.
 
@@ -325,108 +287,6 @@ def surprising_spans(bits: np.ndarray, count: int = 5) -> list[Span]:
     return spans
 
 
-# -- the report: blocks drawn by the terminal and the page --------------------------------------
-@dataclass
-class Shaded:
-    """Characters [start, end) of the recording, each with a colour and the value it stands for."""
-
-    start: int
-    end: int
-    values: np.ndarray               # (end - start,) what each colour stands for (bits, a unit); NaN = none
-    stops: tuple                     # the colour scale, applied to values / scale
-    label: str                       # what the values are: "bits", "2:c117", "inside quotes"
-    mark_at: float                   # without colour, values / scale at or above this are underlined
-    scale: float = 1.0               # e.g. a cell state's largest |c| in the text, so it spans the scale
-    prefix: str = ""                 # plain text before the shaded text on its line
-    inline: bool = False             # one line: newlines shown as ↵ (span lists)
-    indent: str = ""                 # put at the start of every line of a multi-line block
-    context: tuple[int, int] | None = None  # inline: the shaded span inside [start, end); the rest dim
-
-    def rgb(self) -> np.ndarray:
-        """(end - start, 3) uint8 colours; rows of NaN values are white (and not drawn)."""
-        return colours(self.values / self.scale, self.stops)
-
-    def marked(self) -> np.ndarray:
-        """(end - start,) bool: the characters underlined when colour is off."""
-        with np.errstate(invalid="ignore"):
-            return self.values / self.scale >= self.mark_at
-
-
-@dataclass
-class Heading:
-    """A bold line."""
-
-    text: str
-
-
-@dataclass
-class Line:
-    """A plain line."""
-
-    text: str
-
-
-@dataclass
-class Legend:
-    """A colour scale with labelled swatches: (value, label) pairs, and what marks it when colour is off."""
-
-    title: str
-    stops: tuple
-    swatches: list[tuple[float, str]]
-    emphasis_note: str
-
-
-@dataclass
-class Report:
-    """Everything one `inspect` shows, in order."""
-
-    title: str
-    recording: Recording
-    vocab_chars: list[str]           # id -> character, for the page's top-5 lists
-    blocks: list = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-
-    def add(self, block) -> None:
-        self.blocks.append(block)
-
-
-def colours(values: np.ndarray, stops: tuple) -> np.ndarray:
-    """Map values to RGB on a piecewise-linear scale (NaN as 0; renderers leave NaN uncoloured)."""
-    xs = np.array([s[0] for s in stops])
-    v = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
-    rgb = np.stack([np.interp(v, xs, [s[1][ch] for s in stops]) for ch in range(3)], axis=-1)
-    return np.rint(rgb).astype(np.uint8)
-
-
-def text_colour(rgb: np.ndarray) -> np.ndarray:
-    """Black or white text for each background, whichever is more readable (ITU-R BT.601 luma)."""
-    luma = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    return np.where(luma[:, None] >= 140, 0, 255).repeat(3, axis=1).astype(np.uint8)
-
-
-def visible(ch: str, inline: bool = False) -> str:
-    """A character as displayed: as it is, except control and reordering characters, shown escaped.
-
-    A newline stays a newline (a space carries its colour), or is ↵ in an inline block.
-    """
-    if ch == "\n":
-        return "\u21b5" if inline else " \n"
-    if unicodedata.category(ch) in ("Cc", "Zl", "Zp") or ch in BIDI_CONTROLS:
-        return ch.encode("unicode_escape").decode("ascii")
-    return ch
-
-
-def surprise_legend() -> Legend:
-    return Legend("bits spent on each character (-log2 of the probability the model gave it)", SURPRISE_STOPS,
-                  [(0, "0"), (1, "1"), (2, "2"), (4, "4"), (6, "6"), (8, "8+ bits")],
-                  f"underlined: {SURPRISING_BITS:g} bits or more (p < 1/{2 ** SURPRISING_BITS:g})")
-
-
-def unit_legend(what: str) -> Legend:
-    return Legend(what, UNIT_STOPS, [(-1, "-1"), (-0.5, "-0.5"), (0, "0"), (0.5, "+0.5"), (1, "+1")],
-                  f"underlined: {ACTIVE_VALUE:g} or more")
-
-
 def excerpt_window(prop: np.ndarray, text: str, width: int = EXCERPT_CHARS) -> tuple[int, int]:
     """Where a property varies most: a `width`-character window with the largest variance of it.
 
@@ -459,9 +319,9 @@ def surprise_report(report: Report, spans: int = 5) -> None:
     n = len(r.text)
     report.add(Shaded(0, n, r.bits, SURPRISE_STOPS, "bits", SURPRISING_BITS))
     report.add(surprise_legend())
-    report.add(Line(f"total: {r.total_bits():,.1f} bits for {n - 1:,} predicted characters = "
-                 f"{r.bits_per_char():.4f} bits/char, {r.bits_per_char() * LN2:.4f} nats/char (as `chargen eval "
-                 "--streams 1` reports; the first character has no context and is not scored)"))
+    report.add(PlainLine(f"total: {r.total_bits():,.1f} bits for {n - 1:,} predicted characters = "
+                         f"{r.bits_per_char():.4f} bits/char, {r.bits_per_char() * LN2:.4f} nats/char (as "
+                         "`chargen eval --streams 1` reports; the first character has no context and is not scored)"))
     found = surprising_spans(r.bits, spans)
     if found:
         report.add(Heading("most surprising spans"))
@@ -492,10 +352,10 @@ def neuron_report(report: Report, index: int, props: dict[str, np.ndarray]) -> N
     name = unit_name(index, r)
     report.add(Shaded(0, len(r.text), raw, UNIT_STOPS, name, ACTIVE_VALUE, unit_scale(index, r)))
     report.add(unit_legend(f"unit {describe_unit(index, r)}, after reading each character"))
-    report.add(Line(f"{name} over the text: mean {raw.mean():+.3f}, min {raw.min():+.3f}, max {raw.max():+.3f}"))
+    report.add(PlainLine(f"{name} over the text: mean {raw.mean():+.3f}, min {raw.min():+.3f}, max {raw.max():+.3f}"))
     varying = {prop: values for prop, values in props.items() if values.min() != values.max()}
     if varying:
-        report.add(Line("correlation (Pearson r) with: " + ", ".join(
+        report.add(PlainLine("correlation (Pearson r) with: " + ", ".join(
             f"{prop} {correlations(raw[:, None], values)[0]:+.2f}" for prop, values in varying.items())))
 
 
@@ -512,7 +372,7 @@ def find_report(report: Report, props: dict[str, np.ndarray], top: int) -> None:
     for prop in props:
         cells = ("   ".join(f"{unit_name(i, r):>7s} {corr:+.2f}" for i, corr in ranked[prop]) if prop in ranked
                  else "constant in this text: nothing to track")
-        report.add(Line(f"  {prop:{width}s}  {cells}"))
+        report.add(PlainLine(f"  {prop:{width}s}  {cells}"))
     report.add(unit_legend("excerpts: the property (divided by its maximum), then each unit after reading each "
                            "character (a cell state divided by its largest |c| in the text)"))
     for prop, best in ranked.items():
@@ -521,11 +381,12 @@ def find_report(report: Report, props: dict[str, np.ndarray], top: int) -> None:
         binary = set(np.unique(values)) <= {0.0, 1.0}
         scope = f"{int(values.sum()):,} of {n:,} characters" if binary else f"0 to {int(values.max())}"
         report.add(Heading(f"{prop} ({scope}), characters {lo:,} to {hi:,}"))
-        report.add(Line("  the property:"))
+        report.add(PlainLine("  the property:"))
         report.add(Shaded(lo, hi, values[lo:hi], UNIT_STOPS, prop, ACTIVE_VALUE, float(values.max()), indent="    "))
         for i, corr in best:
             unit = r.states[:, i]
-            report.add(Line(f"  {unit_name(i, r)}  r = {corr:+.2f}  (from {unit.min():+.2f} to {unit.max():+.2f})"))
+            report.add(PlainLine(f"  {unit_name(i, r)}  r = {corr:+.2f}  "
+                                 f"(from {unit.min():+.2f} to {unit.max():+.2f})"))
             report.add(Shaded(lo, hi, unit[lo:hi], UNIT_STOPS, unit_name(i, r), ACTIVE_VALUE, unit_scale(i, r),
                               indent="    "))
 
@@ -556,7 +417,7 @@ def render_terminal(report: Report, console) -> None:
     text = report.recording.text
     console.print(Text(report.title, style="bold"))
     for block in report.blocks:
-        if isinstance(block, (Heading, Line)):
+        if isinstance(block, (Heading, PlainLine)):
             console.print(Text(block.text, style="bold" if isinstance(block, Heading) else ""))
         elif isinstance(block, Legend):
             if plain and not underline:
@@ -594,13 +455,6 @@ def render_terminal(report: Report, console) -> None:
                 if plain and block.context is not None and k == block.context[1] - 1:
                     out.append("\u27e7")
             console.print(out, soft_wrap=True)
-
-
-def make_console(file: TextIO | None = None):
-    """A rich console for model text: no markup, no highlighting, no emoji codes; honours NO_COLOR."""
-    from rich.console import Console
-
-    return Console(file=file or sys.stdout, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 # -- the command ------------------------------------------------------------------------------

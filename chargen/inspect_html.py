@@ -3,7 +3,9 @@
 Each character is a span with its background colour inline. Hovering a character shows, in the
 box at the top right, the probability the model gave it, its top 5 predictions there, and the
 value of the unit that colours the text; on opening, the box shows the most surprising character.
-Model text only ever reaches the page escaped (html.escape) or through textContent in the script.
+Model text only ever reaches the page escaped (html.escape) or through textContent in the script,
+and its control and bidirectional characters are shown as escapes (`report.visible`), as in the terminal.
+It draws the blocks of report.py; chargen.inspect builds them and imports this module only to write a page.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from chargen.checkpoint import atomic_write_bytes
-from chargen.inspect import Heading, Legend, Line, Report, Shaded, colours, text_colour, visible
+from chargen.report import Heading, Legend, PlainLine, Report, Shaded, colours, text_colour, visible
 from chargen.vocab import UNK_ID
 
 STYLE = """
@@ -119,7 +121,7 @@ def page(report: Report) -> str:
     for block in report.blocks:
         if isinstance(block, Heading):
             body.append(f"<h2>{html.escape(block.text)}</h2>")
-        elif isinstance(block, Line):
+        elif isinstance(block, PlainLine):
             body.append(f'<div class="text">{html.escape(block.text)}</div>')
         elif isinstance(block, Legend):
             body.append(_legend_html(block))

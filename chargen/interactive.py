@@ -8,22 +8,21 @@ continues. Every turn first pushes a snapshot of the sampler (a copy of its stat
 story length, which is all `/undo` needs.
 
 Lines that start with "/" are commands; `parse_command` and `apply_setting` are pure functions, and so
-is the probability colouring (`prob_colour`), so all three are unit-tested without a terminal.
+is the probability colouring (`display.prob_colour`), so all three are unit-tested without a terminal.
 
 Model text is printed verbatim, never through a markup engine: control characters (an ESC the model
-learned from a log file, a carriage return) are shown escaped, as `\\x1b`, so they cannot drive the
-terminal; `/save` writes the raw text.
+learned from a log file, a carriage return) and bidirectional controls are shown escaped, as `\\x1b`,
+by `display.escape`, so they cannot drive the terminal; `/save` writes the raw text. Whether there is
+colour is decided by rich, as for every command (`display.terminal_has_colour`).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
-import os
 import re
 import signal
 import sys
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple, TextIO
@@ -31,24 +30,16 @@ from typing import Callable, NamedTuple, TextIO
 import numpy as np
 
 from chargen.checkpoint import atomic_write_bytes
+from chargen.display import RESET, escape, paint, prob_colour, prob_legend, sgr, switch, terminal_has_colour
 from chargen.errors import UserError
 from chargen.sample import Sampler, SamplingSettings, load_sampler, next_char_probs
 
 HISTORY_FILE = ".chargen_history"  # under the user's home
 HISTORY_LENGTH = 1000
 PROMPT = "> "
-MODEL_COLOUR = "36"  # SGR cyan: generated text, told apart from what the user typed
-ERROR_COLOUR = "31"
-# Probability bands for /probs: (lowest probability of the band, SGR colour, legend label).
-PROB_BANDS = (
-    (0.8, "32", "80-100%"),
-    (0.5, "36", "50-80%"),
-    (0.2, "33", "20-50%"),
-    (0.05, "35", "5-20%"),
-    (0.0, "31", "under 5%"),
-)
-# Format characters that reorder text on screen (bidirectional overrides and isolates).
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+MODEL_COLOUR = sgr("cyan")  # generated text, told apart from what the user typed
+ERROR_COLOUR = sgr("red")
+PROMPT_STYLE = sgr("bold")
 
 
 class CommandError(ValueError):
@@ -195,40 +186,6 @@ def describe(settings: SessionSettings, rng_seed: int) -> str:
     return (f"temperature {s.temperature:g} · top-k {s.top_k or 'all'} · top-p {s.top_p:g} · "
             f"length {settings.length} · rng seed {rng_seed} · stop {repr(settings.stop) if settings.stop else 'none'}"
             f" · probs {'on' if settings.probs else 'off'}")
-
-
-# -- display --------------------------------------------------------------------------------------
-def printable(text: str) -> str:
-    """Text as it may be written to a terminal: newlines and tabs kept, other control characters
-    (ESC, CR, DEL, C1) and bidirectional overrides escaped as `\\x1b`, `\\r`, `\\u202e`."""
-    return "".join(
-        ch.encode("unicode_escape").decode("ascii")
-        if ch not in "\n\t" and (unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS) else ch
-        for ch in text)
-
-
-def paint(text: str, colour: str | None) -> str:
-    """`text` in an SGR colour (reset after it), or unchanged when colour is None."""
-    return f"\x1b[{colour}m{text}\x1b[0m" if colour else text
-
-
-def prob_colour(p: float) -> str:
-    """The SGR colour of the band a probability falls in (`PROB_BANDS`)."""
-    for low, colour, _ in PROB_BANDS:
-        if p >= low:
-            return colour
-    return PROB_BANDS[-1][1]
-
-
-def prob_legend() -> str:
-    """The /probs legend: each band's label in its colour."""
-    return "probability the model gave each character: " + "  ".join(
-        paint(label, colour) for _, colour, label in PROB_BANDS)
-
-
-def use_colour(stream: TextIO) -> bool:
-    """Colour only for a terminal, and never when NO_COLOR is set (https://no-color.org) or TERM=dumb."""
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
 
 
 class _CatchInterrupt:
@@ -389,7 +346,7 @@ class Session:
                 i = int(drawn[0])
                 ch = self.sampler.vocab.id_to_char(i)
                 colour = self._colour_of(before, i)
-                self.out.write((f"\x1b[{colour}m" if colour != painted else "") + printable(ch))
+                self.out.write((switch(colour) if colour != painted else "") + escape(ch))
                 painted = colour
                 if self.live:
                     self.out.flush()
@@ -404,7 +361,7 @@ class Session:
             self.pieces.append("".join(generated))
         if self.colour and (painted or interrupt.hit):
             # Ctrl-C makes the terminal drop output not yet displayed, possibly half a colour code.
-            self.out.write("\x1b[0m")
+            self.out.write(RESET)
         if not generated or generated[-1] != "\n":
             self.out.write("\n")  # display only: the prompt starts on its own line
         self.out.flush()
@@ -476,7 +433,7 @@ def run_session(run_dir: Path, settings: SessionSettings, rng_seed: int | None =
     if rng_seed is None:  # draw one, and show it, so a good session can be replayed with /seed or --rng-seed
         rng_seed = int(np.random.SeedSequence().generate_state(1)[0] % 1_000_000)
     interactive = stdin.isatty()
-    colour = interactive and use_colour(stdout)
+    colour = interactive and terminal_has_colour(stdout)
     session = Session(sampler, settings, rng_seed, stdout, stderr, colour=colour, live=stdout.isatty(),
                       unknown=unknown)
     session.say(session.banner(run_dir, config))
@@ -495,7 +452,8 @@ def run_session(run_dir: Path, settings: SessionSettings, rng_seed: int | None =
     readline = _setup_readline(history)
     # input() edits with readline only when stdout is the terminal too; otherwise show the prompt on stderr.
     prompt_on_stdout = stdout.isatty()
-    prompt = f"\001\x1b[1m\002{PROMPT}\001\x1b[0m\002" if colour and readline else PROMPT
+    # readline counts the prompt's width: \001 and \002 tell it where the invisible escape codes are.
+    prompt = f"\001{switch(PROMPT_STYLE)}\002{PROMPT}\001{RESET}\002" if colour and readline else PROMPT
     try:
         while True:
             try:

@@ -405,9 +405,12 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
 
 
 def print_backtest(result: Backtest, out: TextIO = sys.stdout) -> None:
-    """The backtest as a rich table (colour only on a terminal, none under NO_COLOR)."""
-    from rich.console import Console
+    """The backtest as a rich table, on the console every command shows text through (`display.make_console`:
+    colour only on a terminal, none under NO_COLOR; no markup, so a file name such as data[x].csv is shown
+    as it is)."""
     from rich.table import Table
+
+    from chargen.display import make_console
 
     s = result.summary
     season = f"season {s['season']} ({s['season_source']})" if s["season"] else "no season found"
@@ -423,7 +426,7 @@ def print_backtest(result: Backtest, out: TextIO = sys.stdout) -> None:
         mase = "-" if row["mase"] is None else f"{row['mase']:.3f}"
         table.add_row(row["method"], f"{row['mse']:.4g}", f"{row['mae']:.4g}", mase,
                       style="bold" if row["mse"] == best else None)
-    Console(file=out, highlight=False).print(table)
+    make_console(out).print(table, soft_wrap=False)  # the caption wraps to the table's width
 
 
 # -- plots -----------------------------------------------------------------------------------------

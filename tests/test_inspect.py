@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from chargen.errors import UserError
-from chargen.inspect import (SURPRISE_STOPS, Heading, Legend, Line, Recording, Report, Shaded, colours,
-                             correlations, excerpt_window, inside_brackets, inside_quotes, line_position,
+from chargen.inspect import (correlations, digits, excerpt_window, inside_brackets, inside_quotes, line_position,
                              parse_unit, rank_units, render_terminal, surprising_spans, unit_name, upper_case,
-                             digits, visible, word_start)
+                             word_start)
+from chargen.report import SURPRISE_STOPS, Heading, Legend, PlainLine, Recording, Report, Shaded, colours, visible
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -114,7 +114,7 @@ def tiny_report(text: str, bits: list[float]) -> Report:
     report.add(Heading("heading [bold]"))
     report.add(Shaded(0, len(text), rec.bits, SURPRISE_STOPS, "bits", 4.0))
     report.add(Legend("legend", SURPRISE_STOPS, [(0, "0"), (8, "8+")], "underlined: 4 bits or more"))
-    report.add(Line("a line"))
+    report.add(PlainLine("a line"))
     return report
 
 
@@ -139,6 +139,20 @@ def test_terminal_colours_each_character_and_prints_model_text_verbatim():
     assert "heading [bold]" in plain
 
 
+def test_bidirectional_marks_are_escaped_as_interactive_escapes_them():
+    """ALM, LRM and RLM (U+061C, U+200E, U+200F) reorder displayed text like the overrides do: the terminal
+    and the page show them escaped, as `interactive` always has."""
+    from chargen.inspect_html import page
+
+    marks = "\u061c\u200e\u200f"
+    text = "a\u061cb\u200ec\u200fd"
+    report = tiny_report(text, [math.nan] + [1.0] * (len(text) - 1))
+    out = render(report, force_terminal=True, color_system="truecolor")
+    assert "a\\u061cb\\u200ec\\u200fd" in re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert not set(marks) & set(out)
+    assert not set(marks) & set(page(report))
+
+
 def test_no_color_underlines_surprising_characters_instead():
     text = "abcd"
     out = render(tiny_report(text, [math.nan, 0.5, 9.0, 0.5]), force_terminal=True, no_color=True)
@@ -148,7 +162,7 @@ def test_no_color_underlines_surprising_characters_instead():
 
 
 def test_make_console_honours_no_color(monkeypatch):
-    from chargen.inspect import make_console
+    from chargen.display import make_console
 
     monkeypatch.setenv("NO_COLOR", "1")
     assert make_console(io.StringIO()).no_color

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chargen.interactive import (PROB_BANDS, Command, CommandError, Session, SessionSettings, apply_setting,
-                                 is_command, parse_command, printable, prob_colour, prob_legend)
+from chargen.display import PROB_BANDS, escape, prob_colour, prob_legend
+from chargen.interactive import (Command, CommandError, Session, SessionSettings, apply_setting, is_command,
+                                 parse_command)
 from chargen.sample import Sampler, SamplingSettings, generate_streams, load_sampler
 from chargen.stepper import NumpyStepper
 from chargen.vocab import Vocab
@@ -102,9 +103,9 @@ def test_legend_shows_every_band_in_its_colour():
         assert f"\x1b[{colour}m{label}\x1b[0m" in legend
 
 
-def test_printable_escapes_control_characters_only():
-    assert printable("[bold]x[/bold]\x1b[31m\r\x07\x7f\x9b\u202e") == "[bold]x[/bold]\\x1b[31m\\r\\x07\\x7f\\x9b\\u202e"
-    assert printable("a\tb\nc é\u00a0ß") == "a\tb\nc é\u00a0ß"  # text stays as it is
+def test_escape_escapes_control_characters_only():
+    assert escape("[bold]x[/bold]\x1b[31m\r\x07\x7f\x9b\u202e") == "[bold]x[/bold]\\x1b[31m\\r\\x07\\x7f\\x9b\\u202e"
+    assert escape("a\tb\nc é\u00a0ß") == "a\tb\nc é\u00a0ß"  # text stays as it is
 
 
 CYCLE = "[bold]\x1b"  # a model that writes this over and over, markup and an escape character
@@ -139,7 +140,7 @@ def test_probs_colour_each_character_by_the_models_probability():
     expected_colours = [prob_colour(p) for p in CONFIDENCE]
     assert expected_colours == [GREEN, CYAN, YELLOW, MAGENTA, RED, GREEN, CYAN]
     shown = "bold]\x1b["
-    assert out.getvalue() == "".join(f"\x1b[{c}m{printable(ch)}" for c, ch in zip(expected_colours, shown)) + \
+    assert out.getvalue() == "".join(f"\x1b[{c}m{escape(ch)}" for c, ch in zip(expected_colours, shown)) + \
         "\x1b[0m\n"
 
 
