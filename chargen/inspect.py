@@ -520,7 +520,8 @@ def run_inspect(run_dir: Path, file: Path, *, neuron: str | None = None, find: b
     if top < 1:
         raise UserError(f"--top must be at least 1, not {top}")
     if html is not None and not Path(html).resolve().parent.is_dir():
-        raise UserError(f"--html {html}: the folder {Path(html).parent} does not exist; create it or choose another path")
+        raise UserError(f"--html {html}: the folder {Path(html).parent} does not exist; create it or choose another "
+                        "path")
     normalize = char_run(run_dir)[0].normalize  # read the text as the model was trained to see it
     text = read_text(Path(file), encoding=encoding, normalize=normalize).text
     full = len(text)

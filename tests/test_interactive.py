@@ -166,7 +166,8 @@ def displayed(generated: str) -> str:
 
 def expected_text(tiny_run, seed: str, length: int, temperature: float, rng_seed: int) -> str:
     """What `chargen generate` draws from a fresh state: the reference for a session's turn."""
-    return "".join(p[0] for p in generate_streams(tiny_run, seed, length, SamplingSettings(temperature), rng_seed=rng_seed))
+    pieces = generate_streams(tiny_run, seed, length, SamplingSettings(temperature), rng_seed=rng_seed)
+    return "".join(p[0] for p in pieces)
 
 
 def test_ctrl_c_keeps_state_up_to_the_last_character_shown(tiny_run):
