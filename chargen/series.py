@@ -248,7 +248,8 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
         settings = SeriesConfig.from_dict(about["settings"]).validate()
         history = np.asarray(about["history"], dtype=np.float64)
     except (KeyError, TypeError, ValueError, UserError) as e:
-        raise UserError(f"{run_dir / CONFIG}: the series section is damaged ({first_line(e)}); the run cannot be "
+        detail = f"no {e.args[0]!r} in it" if isinstance(e, KeyError) else first_line(e)
+        raise UserError(f"{run_dir / CONFIG}: the series section is damaged ({detail}); the run cannot be "
                         "used — retrain it") from None
     if not (math.isfinite(scaler.mean) and math.isfinite(scaler.std) and scaler.std > 0) \
             or history.ndim != 1 or not np.isfinite(history).all():
