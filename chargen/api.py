@@ -156,7 +156,8 @@ def load(run: str | Path | None = None, device: str = "cpu"):
     model = build_model(model_config)
     model.load_state_dict(tensors, strict=False)
     if char and model_config.vocab_size != len(vocab):
-        raise UserError(f"{run_dir}: tokenizer.json has {len(vocab)} ids, the model {model_config.vocab_size}")
+        raise UserError(f"{run_dir}: tokenizer.json has {len(vocab)} ids, the model {model_config.vocab_size}; "
+                        "the run is inconsistent — retrain it")
     model.to(torch.device(device)).eval()
     model.core.rnn.flatten_parameters()
     return model, vocab, config
@@ -172,9 +173,10 @@ def evaluate(run: str | Path | None, text_file: str | Path, encoding: str = "utf
     from chargen.runtime import pick_device
     from chargen.textlm import evaluate_text
 
-    model, vocab, config = load(run, device="cpu")
+    run_dir = run_path(run)
+    model, vocab, config = load(run_dir, device="cpu")
     if vocab is None:
-        raise UserError(f"{config['series']['name']!r} is a time-series run; evaluate it with: chargen series eval")
+        raise UserError(f"{run_dir} is a time-series run; evaluate it with: chargen series eval")
     dev = pick_device(device)
     model.to(dev)
     text = read_text(Path(text_file), encoding=encoding, normalize=vocab.normalize)

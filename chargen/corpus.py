@@ -49,7 +49,8 @@ def corpus_files(path: Path) -> list[Path]:
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a text file or a folder of .txt files")
     if not path.is_file():
-        raise UserError(f"{path} is not a regular file")
+        raise UserError(f"{path} is not a regular file (a device or a pipe?); pass a text file or a folder of .txt "
+                        "files")
     return [path]
 
 

@@ -450,7 +450,10 @@ def _restore(state: dict, model: nn.Module, optimizer, scaler, progress: Progres
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"trainer_state.pt does not fit this model ({first_line(e)}); "
+        # load_state_dict's first line is only "Error(s) in loading state_dict for CharLM:"; the next names the tensor.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = first_line(ValueError(lines[1] if len(lines) > 1 and lines[0].endswith(":") else str(e)))
+        raise UserError(f"trainer_state.pt does not fit this model ({detail}); "
                         "the run was trained with other settings: start a new run") from None
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

@@ -153,5 +153,6 @@ class Vocab:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise UserError(f"cannot read {path}: {e}") from None
+            raise UserError(f"cannot read {path} ({first_line(e)}); the run's vocabulary is damaged — retrain the "
+                            "run") from None
         return cls.from_tokenizer_json(text, source=str(path))

@@ -93,7 +93,8 @@ def message_parts(expr: ast.expr, caught: set[str]) -> list[list[Part]]:
                 parts.append(WILDCARD)
         return [parts]
     if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
-        return [left + right for left in message_parts(expr.left, caught) for right in message_parts(expr.right, caught)]
+        rights = message_parts(expr.right, caught)
+        return [left + right for left in message_parts(expr.left, caught) for right in rights]
     if isinstance(expr, ast.IfExp):
         return message_parts(expr.body, caught) + message_parts(expr.orelse, caught)
     if isinstance(expr, ast.Name) and expr.id in caught:
@@ -282,7 +283,8 @@ def test_every_user_error_in_the_code_is_documented(templates, matches):
 def _templates_of(source: str) -> list[Template]:
     tree = ast.parse(source)
     caught = _caught_names(tree)
-    calls = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) in ERROR_CLASSES),
+    calls = sorted((n for n in ast.walk(tree)
+                    if isinstance(n, ast.Call) and getattr(n.func, "id", None) in ERROR_CLASSES),
                    key=lambda n: n.lineno)
     return [Template(f"t.py:{n.lineno}", _merged(parts))
             for n in calls for parts in message_parts(n.args[0], caught.get(id(n), set()))]
@@ -311,7 +313,8 @@ def test_matcher_reads_joined_strings_concatenation_and_both_branches():
 
 def test_matcher_credits_both_halves_of_a_composed_message():
     found = candidates(_templates_of(SAMPLE))
-    assert explain("cannot write a/b: the disk is full (free some space); nothing was saved", found) == {"t.py:3", "t.py:7"}
+    composed = "cannot write a/b: the disk is full (free some space); nothing was saved"
+    assert explain(composed, found) == {"t.py:3", "t.py:7"}
     assert explain("line 2: /probs takes on or off", found) == {"t.py:11", "t.py:12"}
     assert explain("line 4: ...", found) == {"t.py:11"}
 
