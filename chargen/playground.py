@@ -22,7 +22,8 @@ body { font: 15px/1.45 system-ui, sans-serif; color: #222; background: #fff; mar
 h1 { font-size: 1.25em; margin: 0 0 .2em; }
 #about { color: #555; margin-bottom: .8em; }
 #story { font: 14px/1.6 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; white-space: pre-wrap;
-         overflow-wrap: anywhere; min-height: 8em; border: 1px solid #bbb; border-radius: 4px; padding: .6em .8em; }
+         overflow-wrap: anywhere; min-height: 8em; max-height: 55vh; overflow-y: auto; border: 1px solid #bbb;
+         border-radius: 4px; padding: .6em .8em; }
 #story .typed { font-weight: bold; }
 #story span.gen:hover { outline: 1px solid #000; }
 textarea { width: 100%; box-sizing: border-box; font: 14px/1.5 ui-monospace, monospace; margin: .6em 0 .3em; }
@@ -152,6 +153,10 @@ async function turn(typed) {
           finish = choice.finish_reason || finish;
         }
       }
+      story.scrollTop = story.scrollHeight;  // the controls stay put; the story scrolls to its end
+      // Let the page handle input (Stop) and draw between reads: a fast stream would otherwise keep
+      // the script busy; while it waits, the stream backs up and the server sends larger chunks.
+      await new Promise(resolve => setTimeout(resolve, 0));
     }
     const secs = (performance.now() - started) / 1000;
     say(turnData.chars.length + " characters in " + secs.toFixed(1) + " s" +

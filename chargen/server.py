@@ -8,8 +8,8 @@
 Starlette on uvicorn (the `serve` extra). The request is checked on the event loop
 (`completions.parse_request`); the characters are drawn in a worker thread (`completion_steps`), one
 per running completion, so a long or slow completion never stalls the others, and each step's text
-crosses back to the loop through an asyncio queue. What is waiting in the queue when the loop gets
-to it goes out as one chunk, so a busy server sends fewer, larger chunks instead of falling behind.
+crosses back to the loop through a `Handoff`. What has arrived when the loop gets to it goes out as
+one chunk, so a busy server sends fewer, larger chunks instead of falling behind.
 
 Safe by default: it listens on 127.0.0.1 and then answers only requests addressed to a loopback
 name (a web page elsewhere cannot reach it through DNS rebinding); it takes only JSON bodies (a page
@@ -50,7 +50,7 @@ from chargen.playground import page
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1"]
 SHUTDOWN_GRACE_S = 3      # after Ctrl-C, how long open streams get to finish (they are cancelled first)
-_END = object()           # a worker's last item on its queue
+_END = object()           # a worker's last item
 ERROR_TYPES = {429: "rate_limit_error", 500: "server_error"}
 
 
@@ -82,6 +82,44 @@ class Admission:
         with self._lock:
             for cancelled in self.running:
                 cancelled.set()
+
+
+class Handoff:
+    """Items from a worker thread to the event loop, as many per wake-up of the loop as have come.
+
+    Waking the loop once per character (call_soon_threadsafe per item) costs more than drawing the
+    character; here a wake-up is scheduled only when none is pending, and `take` collects everything
+    that arrived meanwhile.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.items: list = []
+        self.ready = asyncio.Event()   # set and cleared only on the loop's thread
+        self.wake_pending = False
+        self._lock = threading.Lock()
+
+    def put(self, item) -> bool:
+        """(worker thread) Add an item; False when the loop is gone (the server stopped)."""
+        with self._lock:
+            self.items.append(item)
+            if self.wake_pending:
+                return True
+            self.wake_pending = True
+        try:
+            self.loop.call_soon_threadsafe(self.ready.set)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    async def take(self) -> list:
+        """(event loop) Wait for items; returns all that have arrived, oldest first."""
+        await self.ready.wait()
+        with self._lock:
+            items, self.items = self.items, []
+            self.wake_pending = False
+            self.ready.clear()
+        return items
 
 
 def error_response(e: RequestError) -> JSONResponse:
@@ -205,42 +243,35 @@ class App:
         finally:
             self.admission.leave(cancelled, sum(len(d.text) for d in deltas))
 
-    def _produce(self, run: ServedRun, req: CompletionRequest, cancelled: threading.Event,
-                 loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
-        """(worker thread) Draw the completion, handing each step's Deltas to the loop's queue."""
+    def _produce(self, run: ServedRun, req: CompletionRequest, cancelled: threading.Event, handoff: Handoff) -> None:
+        """(worker thread) Draw the completion, handing each step's Deltas to the event loop."""
         chars = 0
-
-        def hand_over(item) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the loop is closed: the server is gone
-                cancelled.set()
-
         try:
             for step in completion_steps(run, req, cancelled):
                 chars += sum(len(d.text) for d in step)
-                hand_over(step)
-        except Exception as e:  # a bug: reported to the client as a 500-style event, and here
+                if not handoff.put(step):
+                    cancelled.set()
+        except Exception as e:  # a bug: reported to the client as an error event, and here
             traceback.print_exc(file=sys.stderr)
-            hand_over(e)
+            handoff.put(e)
         finally:
             self.admission.leave(cancelled, chars)
-            hand_over(_END)
+            handoff.put(_END)
 
     async def _events(self, run: ServedRun, req: CompletionRequest, cancelled: threading.Event,
                       head: dict) -> AsyncIterator[str]:
-        """The server-sent events of a streamed completion; closing it (the client left) cancels the worker."""
-        queue: asyncio.Queue = asyncio.Queue()
+        """The server-sent events of a streamed completion; closing it (the client left) cancels the worker.
+
+        Whatever steps have arrived when the loop gets to them go out as one chunk.
+        """
+        handoff = Handoff(asyncio.get_running_loop())
         sent = [0] * req.n  # characters of each choice sent so far (for logprobs' text_offset)
         try:
-            self.workers.submit(self._produce, run, req, cancelled, asyncio.get_running_loop(), queue)
+            self.workers.submit(self._produce, run, req, cancelled, handoff)
             finished = False
             while not finished:
-                items = [await queue.get()]
-                while not queue.empty():  # whatever else is ready goes out in the same chunk
-                    items.append(queue.get_nowait())
                 deltas: list[Delta] = []
-                for item in items:
+                for item in await handoff.take():
                     if item is _END:
                         finished = True
                     elif isinstance(item, Exception):
