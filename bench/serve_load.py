@@ -1,7 +1,7 @@
 """`chargen serve` under load: concurrent streaming clients against the default model, on this machine.
 
-    python bench/serve_load.py                          # 1, 8 and 32 clients, 20 s each (~2 minutes)
-    python bench/serve_load.py --clients 1,8,32,64 --seconds 10 --checkpoint checkpoints/novel
+    python bench/serve_load.py                          # 1, 8 and 32 clients, 15 s each, twice (~3.5 minutes)
+    python bench/serve_load.py --clients 1,8,32,64 --seconds 10 --rounds 1 --checkpoint checkpoints/novel
 
 The server is the real command (`python cli.py serve --port 0`) in its own process; the clients are
 threads of this process, each sending streamed completions (`--max-tokens` characters, temperature
@@ -12,7 +12,8 @@ threads of this process, each sending streamed completions (`--max-tokens` chara
   before the level, on the same run;
 - time to first character (request sent -> first character received): median and p99;
 - failed requests (a status other than 200, an error event, a stream without [DONE]);
-- the server's resident memory (VmRSS) after the level.
+- the server's resident memory (VmRSS) after the level. The levels run `--rounds` times: memory that
+  grows with the requests served shows as growth from one round to the next.
 
 Without --checkpoint it makes a run of the default model (2x256 GRU, embedding 64) with nearly
 random weights (one training step on tinyshakespeare, as bench/speed.py does): the speed does not
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -128,7 +130,8 @@ def level(port: int, model: str, clients: int, seconds: float, max_tokens: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels (default: 1,8,32)")
-    parser.add_argument("--seconds", type=float, default=20, help="time per level (default: 20)")
+    parser.add_argument("--seconds", type=float, default=15, help="time per level (default: 15)")
+    parser.add_argument("--rounds", type=int, default=2, help="times the levels are run (default: 2)")
     parser.add_argument("--max-tokens", type=int, default=200, help="characters per completion (default: 200)")
     parser.add_argument("--max-streams", type=int, default=64, help="the server's --max-streams (default: 64)")
     parser.add_argument("--checkpoint", type=Path, help="serve this run (default: a default-model run, made here)")
@@ -149,27 +152,28 @@ def main() -> None:
                        "command": " ".join(sys.argv), "levels": []}
             level(port, run_dir.name, 1, 1, 20)  # warm-up: first stepper, first connection
             results["rss_mb_start"] = rss_mb(process.pid)
-            for clients in levels:
-                base = speed.worker("sample_chargen", run_dir=str(run_dir), streams=1, length=3000)["chars_per_s"]
-                figures = level(port, run_dir.name, clients, args.seconds, args.max_tokens)
-                figures.update(baseline_chars_per_s=base, ratio=figures["chars_per_s"] / base,
-                               rss_mb_after=rss_mb(process.pid))
-                results["levels"].append(figures)
-                print(f"{clients} clients done", file=sys.stderr, flush=True)
+            for round_ in range(1, args.rounds + 1):
+                for clients in levels:
+                    base = speed.worker("sample_chargen", run_dir=str(run_dir), streams=1, length=3000)["chars_per_s"]
+                    figures = level(port, run_dir.name, clients, args.seconds, args.max_tokens)
+                    figures.update(round=round_, baseline_chars_per_s=base, ratio=figures["chars_per_s"] / base,
+                                   rss_mb_after=rss_mb(process.pid))
+                    results["levels"].append(figures)
+                    print(f"round {round_}: {clients} clients done", file=sys.stderr, flush=True)
             time.sleep(1)
             results["rss_mb_end"] = rss_mb(process.pid)
-            results["machine"]["load_avg_end"] = __import__("os").getloadavg()
+            results["machine"]["load_avg_end"] = os.getloadavg()
         finally:
             process.terminate()
             process.wait(timeout=30)
 
     print(f"server RSS: {results['rss_mb_start']:.1f} MB after loading and one request, "
           f"{results['rss_mb_end']:.1f} MB at the end")
-    print("| clients | requests | failed | chars/s (all clients) | `generate`, 1 stream | ratio | "
+    print("| round | clients | requests | failed | chars/s (all clients) | `generate`, 1 stream | ratio | "
           "first char median | p99 | server RSS after |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results["levels"]:
-        print(f"| {r['clients']} | {r['requests']} | {r['failed']} | {r['chars_per_s']:,.0f} | "
+        print(f"| {r['round']} | {r['clients']} | {r['requests']} | {r['failed']} | {r['chars_per_s']:,.0f} | "
               f"{r['baseline_chars_per_s']:,.0f} | {r['ratio']:.2f}x | {r['ttfc_median_ms']:.1f} ms | "
               f"{r['ttfc_p99_ms']:.1f} ms | {r['rss_mb_after']:.1f} MB |")
     out = REPO / "bench" / "results" / f"serve-{datetime.now():%Y%m%d-%H%M%S}.json"
