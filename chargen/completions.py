@@ -138,7 +138,7 @@ def _number(body: Mapping, name: str, default, kind: type, low: float, high: flo
     if kind is int and not is_int or kind is float and not (is_int or isinstance(value, float)):
         raise _bad(f"{name} must be {'an integer' if kind is int else 'a number'}, not {value!r}", name)
     if not np.isfinite(value) or (value <= low if low_open else value < low) or (high is not None and value > high):
-        bounds = f"{'>' if low_open else '>='} {low:g}" + ("" if high is None else f" and <= {high:g}")
+        bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
         raise _bad(f"{name} must be {bounds}, not {value}{limit_hint}", name)
     return kind(value)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import secrets
 import socket
 import sys
@@ -70,8 +71,8 @@ class Admission:
         """A cancel flag for a new completion, or RequestError 429 when `limit` are running."""
         with self._lock:
             if len(self.running) >= self.limit:
-                raise RequestError(429, f"{self.limit} completions are running, the most this server runs at "
-                                   "once (chargen serve --max-streams); retry shortly", None, "rate_limit_exceeded")
+                raise RequestError(429, f"this server's limit of {self.limit} completions at once is reached "
+                                   "(chargen serve --max-streams); retry shortly", None, "rate_limit_exceeded")
             cancelled = threading.Event()
             self.running.add(cancelled)
             return cancelled
@@ -307,8 +308,8 @@ def listen(host: str, port: int) -> socket.socket:
     except socket.gaierror as e:
         raise UserError(f"--host {host}: cannot resolve it ({e.strerror}); use an address such as 127.0.0.1 "
                         "or 0.0.0.0") from None
-    except OSError as e:
-        raise UserError(f"cannot listen on {host} port {port}: {e.strerror}; pass another --port "
+    except OSError as e:  # (create_server adds the address to strerror: os.strerror is the reason alone)
+        raise UserError(f"cannot listen on {host} port {port}: {os.strerror(e.errno) if e.errno else e}; pass another --port "
                         "(--port 0 picks a free one)") from None
 
 
