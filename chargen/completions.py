@@ -15,6 +15,7 @@ and the text of a choice is held back while it might be the start of a stop stri
 """
 from __future__ import annotations
 
+import math
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -137,7 +138,8 @@ def _number(body: Mapping, name: str, default, kind: type, low: float, high: flo
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if kind is int and not is_int or kind is float and not (is_int or isinstance(value, float)):
         raise _bad(f"{name} must be {'an integer' if kind is int else 'a number'}, not {value!r}", name)
-    if not np.isfinite(value) or (value <= low if low_open else value < low) or (high is not None and value > high):
+    too_low = value <= low if low_open else value < low
+    if not (is_int or math.isfinite(value)) or too_low or (high is not None and value > high):
         bounds = f"{'>' if low_open else '>='} {low}" + ("" if high is None else f" and <= {high}")
         raise _bad(f"{name} must be {bounds}, not {value}{limit_hint}", name)
     return kind(value)

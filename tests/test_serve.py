@@ -221,7 +221,9 @@ def test_models_lists_the_served_run(server, tiny_run):
     (b"[1, 2]", 400, None),
     ({"prompt": PROMPT, "temperature": -1}, 400, "temperature"),
     ({"prompt": PROMPT, "temperature": "hot"}, 400, "temperature"),
+    (b'{"model": "tiny", "prompt": "x", "temperature": 1e999}', 400, "temperature"),
     ({"prompt": PROMPT, "top_p": 0}, 400, "top_p"),
+    ({"prompt": PROMPT, "max_tokens": 10 ** 30}, 400, "max_tokens"),
     ({"prompt": PROMPT, "top_k": 2.5}, 400, "top_k"),
     ({"prompt": PROMPT, "max_tokens": LONG + 1}, 400, "max_tokens"),
     ({"prompt": PROMPT, "n": 5}, 400, "n"),
@@ -321,6 +323,10 @@ def test_serve_startup_errors_are_one_line(cli, tiny_run, tmp_path):
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith(f"chargen: error: cannot listen on 127.0.0.1 port {port}: ")
     assert r.stderr.endswith("pass another --port (--port 0 picks a free one)\n") and r.stderr.count("\n") == 1
+
+    r = cli("serve", "--checkpoint", str(tiny_run), "--host", "no.such.host.invalid", timeout=60)
+    assert r.returncode == 1 and r.stderr.startswith("chargen: error: --host no.such.host.invalid: cannot resolve it")
+    assert r.stderr.count("\n") == 1
 
     r = cli("serve", "--run", "nvoel", timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("chargen: error: run ") and r.stderr.count("\n") == 1
