@@ -10,7 +10,7 @@ Starlette on uvicorn (the `serve` extra). The request is checked on the event lo
 per running completion, so a long or slow completion never stalls the others, and each step's text
 crosses back to the loop through a `Handoff`. The first character goes out at once; after that what
 has arrived goes out as one chunk at most every 20 ms, so sending costs little next to drawing. A
-worker passes the GIL on after every character (time.sleep(0)): with dozens of completions running,
+worker passes the GIL on after every character when others run (time.sleep(0)): with dozens running,
 Python otherwise hands the GIL round unevenly, and a new completion's first character (or the event
 loop's sending) waited up to seconds; at 32 clients this cut the median time to first character ~3x
 at the same throughput (BENCHMARKS.md).
@@ -85,6 +85,12 @@ class Admission:
         with self._lock:
             self.running.discard(cancelled)
             self.chars_sent += chars
+
+    def share_gil(self) -> None:
+        """(worker thread, after each character) Pass the GIL on when other completions are running:
+        see the module's docstring. Alone, a worker keeps going (a sleep costs a context switch)."""
+        if len(self.running) > 1:
+            time.sleep(0)
 
     def cancel_all(self) -> None:
         with self._lock:
@@ -251,7 +257,7 @@ class App:
         try:
             for step in completion_steps(run, req, cancelled):
                 deltas.extend(step)
-                time.sleep(0)  # pass the GIL on: see the module's docstring
+                self.admission.share_gil()
             return merge(deltas)
         finally:
             self.admission.leave(cancelled, sum(len(d.text) for d in deltas))
@@ -264,7 +270,7 @@ class App:
                 chars += sum(len(d.text) for d in step)
                 if not handoff.put(step):
                     cancelled.set()
-                time.sleep(0)  # pass the GIL on: see the module's docstring
+                self.admission.share_gil()
         except Exception as e:  # a bug: reported to the client as an error event, and here
             traceback.print_exc(file=sys.stderr)
             handoff.put(e)
