@@ -24,6 +24,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from chargen.checkpoint import CONFIG
 from chargen.errors import UserError
 from chargen.sample import Sampler, SamplingSettings, load_sampler, next_char_probs
 from chargen.stepper import NumpyStepper
@@ -72,7 +73,7 @@ class ServedRun:
         sampler, config = load_sampler(run_dir)
         self.name, self.run_dir, self.config = name, Path(run_dir), config
         self.vocab = sampler.vocab
-        self.created = int((self.run_dir / "config.json").stat().st_mtime)
+        self.created = int((self.run_dir / CONFIG).stat().st_mtime)
         self._template = sampler.stepper       # only ever cloned, never stepped
         self._free: list[NumpyStepper] = []    # clones not in use
         self._lock = threading.Lock()

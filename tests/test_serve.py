@@ -163,6 +163,19 @@ def test_n_choices_are_generates_samples(server, cli, tiny_run):
     assert streamed_text(server.stream(prompt=PROMPT, max_tokens=60, seed=3, n=3, top_p=0.9), 3) == expected
 
 
+def test_completions_running_at_once_do_not_disturb_each_other(server):
+    # Each running completion has its own stepper state and scratch: two drawn at the same time with
+    # the same seed are the text that seed gives alone.
+    from concurrent.futures import ThreadPoolExecutor
+
+    server.wait_idle()
+    body = dict(prompt=PROMPT, max_tokens=3000, seed=13)
+    alone = server.complete(**body)["choices"][0]["text"]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda _: streamed_text(server.stream(**body))[0], range(2)))
+    assert together == [alone, alone]
+
+
 def test_stop_strings_end_a_choice_and_are_left_out(server):
     full = server.complete(prompt=PROMPT, max_tokens=300, seed=11, temperature=1.0)["choices"][0]["text"]
     stop = full[40:43]  # a string the unstopped text has: the stopped text ends where it first occurs
