@@ -21,7 +21,6 @@ import signal
 import sys
 
 from chargen import __version__
-from chargen.completions import Limits
 from chargen.config import CELL_TYPES, PRECISIONS, ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError
 
@@ -190,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
     p.set_defaults(func=cmd_inspect)
 
+    from chargen.completions import Limits  # torch-free
+
     p = commands.add_parser("serve", help="serve runs over HTTP: an OpenAI-style completions API and a playground page",
                             description="Serve trained runs on a local web server: POST /v1/completions (the "
                             "OpenAI completions API: streamed as server-sent events with stream: true, usage "
@@ -331,6 +332,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from chargen.api import run_path
+    from chargen.completions import Limits
 
     try:
         from chargen.server import serve

@@ -316,6 +316,8 @@ class App:
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0: a free one); a port in use is a user error."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, not {port}")
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
         return socket.create_server((host, port), family=family)

@@ -341,6 +341,9 @@ def test_serve_startup_errors_are_one_line(cli, tiny_run, tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("chargen: error: --host no.such.host.invalid: cannot resolve it")
     assert r.stderr.count("\n") == 1
 
+    r = cli("serve", "--checkpoint", str(tiny_run), "--port", "70000", timeout=60)
+    assert r.returncode == 1 and r.stderr == "chargen: error: --port must be between 0 and 65535, not 70000\n"
+
     r = cli("serve", "--run", "nvoel", timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("chargen: error: run ") and r.stderr.count("\n") == 1
 
