@@ -6,6 +6,7 @@
     python cli.py interactive [--run NAME] [--temperature T] [--length N] ...
     python cli.py inspect [--run NAME] FILE [--neurons find | --neuron L:U] [--html PAGE]
     python cli.py series train|forecast|eval ...
+    python cli.py serve [--run NAME ...] [--host H] [--port P]
     python cli.py runs
 
 Same as `chargen <command>` (installed) and `python -m chargen <command>`.
@@ -163,6 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="text encoding (default: utf-8)")
     p.set_defaults(func=cmd_inspect)
 
+    from chargen.completions import Limits  # torch-free
+
+    p = commands.add_parser("serve", help="serve runs over HTTP: an OpenAI-style completions API and a playground page",
+                            description="Serve trained runs on a local web server: POST /v1/completions (the "
+                            "OpenAI completions API: streamed as server-sent events with stream: true, usage "
+                            "counted in characters), GET /v1/models, and a playground page at /. Only the runs "
+                            "named here are served. Needs the serve extra: pip install \"chargen[serve]\".")
+    p.add_argument("--run", metavar="NAME", action="append", help="a run under checkpoints/ to serve; repeat "
+                   "for several (the API's model name is the run's name; default: the most recent run)")
+    p.add_argument("--checkpoint", metavar="PATH", action="append", help="a run directory anywhere to serve "
+                   "(repeatable; its model name is the folder's name)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but a loopback address "
+                   "lets other machines use the models, with no authentication (default: 127.0.0.1)")
+    p.add_argument("--port", type=_int_at_least(0), default=8000, help="port to listen on; 0 = a free one, "
+                   "printed at start-up (default: 8000)")
+    add_config_options(p, Limits, "limits (a request over one is refused with the API's error and status)")
+    p.set_defaults(func=cmd_serve)
+
     add_series_parser(commands)
 
     p = commands.add_parser("runs", help="list the runs under checkpoints/")
@@ -288,6 +307,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 find=args.neurons == "find", html=None if args.html is None else Path(args.html),
                 max_chars=args.max_chars, encoding=args.encoding, top=args.top)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from chargen.api import run_path
+    from chargen.completions import Limits
+
+    try:
+        from chargen.server import serve
+    except ImportError as e:
+        raise UserError(f"chargen serve needs the serve extra ({e.name} is not installed): "
+                        "pip install \"chargen[serve]\"") from None
+    runs = [run_path(name) for name in args.run or []] + [run_path(checkpoint=path) for path in args.checkpoint or []]
+    limits = Limits(**given(args, Limits))
+    return serve(runs or [run_path()], args.host, args.port, limits)
 
 
 # -- time series -------------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ given untouched and returns a new one, so a caller may keep old states as snapsh
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -97,6 +99,14 @@ class NumpyStepper:
                                        else transpose(mats, copy) for mats in w]
         self._by_layout = {False: self._operands(False)}
         self._scratch: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def clone(self) -> "NumpyStepper":
+        """A stepper sharing these weights (only ever read) with scratch buffers of its own: threads
+        stepping at the same time each need one, as `advance` writes its gates into the scratch."""
+        twin = copy.copy(self)
+        twin._scratch = {}
+        twin._by_layout = dict(self._by_layout)
+        return twin
 
     def zero_state(self, batch: int) -> State:
         """The all-zero state for `batch` streams."""
