@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default: utf-8, strict)")
     p.add_argument("--no-normalize", action="store_true", help="do not apply Unicode NFC normalisation")
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
+    p.add_argument("--from-run", metavar="RUN", help="fine-tune: start from this run's weights and vocabulary (a run "
+                   "name or directory); its architecture is kept, new characters are added")
     add_config_options(p, ModelConfig, MODEL_HELP, "model")
     add_config_options(p, TrainConfig, TRAIN_HELP, "training")
     p.set_defaults(func=cmd_train)
@@ -223,7 +225,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            model=ModelConfig(**model_options), config=TrainConfig(**overrides),
                            val_file=args.val_file, val_fraction=args.val_fraction, encoding=args.encoding,
                            normalize=not args.no_normalize, allow_binary=args.allow_binary,
-                           resume=args.resume, overrides=overrides)
+                           resume=args.resume, overrides=overrides,
+                           from_run=args.from_run, model_given=model_options)
     except TrainingStopped as stop:
         info(f"chargen: {stop}")
         if stop.result.status == "interrupted":

@@ -45,12 +45,17 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
           model: ModelConfig | None = None, config: TrainConfig | None = None, max_time: str | float | None = None,
           val_file: str | Path | None = None, val_fraction: float = 0.1, encoding: str = "utf-8",
           normalize: bool = True, allow_binary: bool = False, resume: bool = False,
-          overrides: dict | None = None, should_stop: Callable[[int], bool] | None = None):
+          overrides: dict | None = None, should_stop: Callable[[int], bool] | None = None,
+          from_run: str | Path | None = None, model_given: dict | None = None):
     """Train a character model on a text file (or folder of .txt files, or a catalogue name).
 
     run: name under checkpoints/ (default: the corpus name); checkpoint: a run directory anywhere.
     resume: continue the run exactly from its trainer_state.pt; `overrides` (TrainConfig field ->
     value) may then change settings such as the budget. Returns a `TrainResult`.
+    from_run: start from that run's weights and vocabulary (fine-tuning, chargen.finetune): the
+    architecture is the base's (`model` is not used; `model_given`, the ModelConfig fields chosen
+    explicitly, must agree with it) and the TrainConfig fields not in `overrides` that fine-tuning
+    needs take its values.
     """
     import torch
 
@@ -69,9 +74,12 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     source = _corpus_source(corpus)
     run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or corpus_name(source))
 
-    state, vocab, trained_on = None, None, None
+    state, vocab, trained_on, start, finetune_record = None, None, None, None, None
     if resume:
+        if from_run is not None:
+            raise UserError("--from-run starts a new run from a base and --resume continues a run: give one of them")
         saved = read_config(run_dir)
+        finetune_record = saved.get("finetune")  # kept in config.json across resumes
         check_complete(run_dir, (TOKENIZER, STATE))
         if saved["model"].get("head") != "char":
             raise UserError(f"{run_dir} is a time-series run; resume it with: chargen series train --resume")
@@ -88,6 +96,13 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     else:
         if run_dir.exists() and (run_dir / CONFIG).exists():
             raise UserError(f"run {run_dir} already exists; continue it with --resume, or choose another --run")
+        if from_run is not None:
+            from chargen.finetune import start_from
+
+            start, config = start_from(from_run, source, encoding=encoding, allow_binary=allow_binary,
+                                       given_model=model_given or {}, config=config, explicit_train=overrides or {})
+            model_config, vocab, finetune_record = start.model_config, start.vocab, start.record
+            normalize = vocab.normalize  # the base's: its characters are what the model knows
     config.with_default_budget().validate()
     model_config.validate()  # before the corpus is read and cached: a mistake costs nothing
 
@@ -123,6 +138,8 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     model_config.vocab_size = len(vocab)
     torch.manual_seed(config.rng_seed)
     net = build_model(model_config)
+    if start is not None:
+        start.load_into(net)
     task = TextTask(train_ids, val_ids, vocab, config.batch_size, config.seq_len, config.rng_seed, device, dist)
     run_info = {
         "corpus": {"name": text.name, "path": str(source), "sha256": text.sha256, "chars": len(ids),
@@ -130,6 +147,8 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
                    "val_fraction": val_fraction, "encoding": encoding, "normalize": normalize},
         "vocab_size": len(vocab),
     }
+    if finetune_record is not None:
+        run_info["finetune"] = finetune_record
     if dist.is_main:
         make_run_dir(run_dir)
         if not resume:
