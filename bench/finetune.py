@@ -1,24 +1,28 @@
 """Fine-tuning vs training from scratch on small texts (issue #18).
 
-    python bench/finetune.py prepare                 # the texts, from Debian's fortune packages (see below)
-    python bench/finetune.py bases --minutes 12      # one base run per language, cached in bench/results/finetune/
-    python bench/finetune.py compare --budgets 0.5,2,5
+    python bench/finetune.py prepare                      # the texts, from Debian's fortune packages (below)
+    python bench/finetune.py bases --minutes 10           # a base run per language, both at once (~10 min)
+    python bench/finetune.py compare --langs en --budgets 0.5,2,5     # ~25 min a language
+    python bench/finetune.py compare --arms finetune --budgets 1 --finetune-args "--lr 1e-3"   # a sweep cell
 
-Texts (apt-get install fortunes fortunes-ru; nothing is committed):
+Texts (apt-get install fortunes fortunes-ru; written into bench/results/finetune/, never committed):
   en: base = tinyshakespeare (../shared/corpora); small = the fortune files `humorists` + `literature`
-      (English quotations, ~96k characters: another kind of English than the base).
-  ru: small = the Russian fortune file `knowledge` (~87k characters, Cyrillic); base = every other Russian
-      fortune file (~1.9M characters), less any fortune that also appears in the small text.
+      (English quotations, 96k characters: another kind of English than the base).
+  ru: small = the Russian fortune file `knowledge` (87k characters, Cyrillic); base = every other Russian
+      fortune file (1.9M characters), less any fortune that also appears in the small text.
+The bases are cached in bench/results/finetune/base-<lang>; delete one to train it again.
 
 Each cell of `compare` is one complete `cli.py train` run of the small text with a `--max-time` budget,
-from scratch (the defaults) and with `--from-run` the language's base, interleaved; its figures are the
-run's best validation loss (last 10% of the small text) and the copied share of 2,000 generated characters.
-Prints a table and writes bench/results/finetune-<time>.json.
+from scratch (the defaults) and with `--from-run` the language's base, alternating; its figures are the
+run's best validation loss (last 10% of the small text) and the copied share (chargen.copying) of 2,000
+characters it generates (temperature 0.8, fixed seed) against the small text. Every run uses one
+intra-op thread (OMP_NUM_THREADS=1, see train_run). Prints a table, writes bench/results/finetune-<time>.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -51,7 +55,10 @@ def prepare() -> dict[str, dict[str, Path]]:
                for f in fortunes_of(path) if f not in held_out]
     texts = {"en-small.txt": en_small, "ru-small.txt": ru_small, "ru-base.txt": ru_base}
     for name, entries in texts.items():
-        (WORK / name).write_text("\n%\n".join(entries) + "\n", encoding="utf-8")
+        text = "\n%\n".join(entries) + "\n"
+        path = WORK / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:  # a base may be reading it
+            path.write_text(text, encoding="utf-8")
     return {"en": {"base": SHAKESPEARE, "small": WORK / "en-small.txt"},
             "ru": {"base": WORK / "ru-base.txt", "small": WORK / "ru-small.txt"}}
 
@@ -61,7 +68,10 @@ def train_run(corpus: Path, run_dir: Path, seconds: float, extra: list[str]) -> 
     cmd = [sys.executable, "cli.py", "train", str(corpus), "--checkpoint", str(run_dir), "--max-time", f"{seconds:g}s",
            *extra]
     print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # One intra-op thread: on a loaded machine (others' jobs on the same 2 cores) torch's two OpenMP
+    # threads wait for each other at every parallel region, which made a step 11x slower here.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
@@ -78,13 +88,12 @@ def sample_copied_share(run_dir: Path, training_text: str, length: int = 2000) -
 
 
 def bases(minutes: float) -> None:
-    """Train (or keep) one base run per language: WORK/base-<lang>."""
-    for lang, texts in prepare().items():
-        run_dir = WORK / f"base-{lang}"
-        if (run_dir / "config.json").is_file():
-            print(f"{run_dir} is there; delete it to train it again", file=sys.stderr)
-            continue
-        train_run(texts["base"], run_dir, minutes * 60, [])
+    """Train one base run per language (WORK/base-<lang>), both at once, one thread each (kept if there)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = {lang: texts for lang, texts in prepare().items() if not (WORK / f"base-{lang}" / "config.json").is_file()}
+    with ThreadPoolExecutor(len(todo) or 1) as pool:
+        list(pool.map(lambda lang: train_run(todo[lang]["base"], WORK / f"base-{lang}", minutes * 60, []), todo))
 
 
 def compare(budgets: list[float], langs: list[str], arms: list[str], finetune_args: list[str], out: Path) -> None:

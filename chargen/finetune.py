@@ -22,11 +22,12 @@ from chargen.vocab import UNK_ID, Vocab
 # Model settings that fix the shapes of the weights: they come from the base and cannot change.
 ARCHITECTURE = ("cell", "hidden", "layers", "embedding", "tie_weights")
 
-# What fine-tuning changes in the training settings the user did not set (chosen by measurement:
-# bench/finetune.py, BENCHMARKS.md "Fine-tuning"). A trained model needs small steps, or the first
-# updates on a small text undo what it knows; it needs only a short warm-up, as AdamW's moments are
-# all that start cold; and on a small text it overfits within a few epochs, so training stops when
-# the validation loss has not improved for two evaluations (the best weights are kept in any case).
+# What fine-tuning changes in the training settings the user did not set. The learning rate was
+# chosen by measurement (bench/finetune.py, BENCHMARKS.md "Fine-tuning"): a trained model needs
+# smaller steps, or the first updates on a small text undo what it knows. The other two are reasoned,
+# not swept: only AdamW's moments start cold, so a short warm-up is enough; and a small text is
+# overfitted within a few epochs, so training stops once the validation loss has not improved for
+# two evaluations (the best weights are kept in any case).
 FINETUNE_SETTINGS = {"lr": 2e-3, "warmup_steps": 10, "patience": 2}
 
 # Weights that have one row per vocabulary id (first dimension): extended for added characters.
@@ -65,7 +66,9 @@ def check_architecture(base: ModelConfig, given: dict, base_name: str) -> None:
 
 def extend_vocab(base: Vocab, text: str) -> tuple[Vocab, list[str]]:
     """The base vocabulary with the characters of `text` it lacks appended (in code-point order)."""
-    added = sorted(set(base.prepare(text)) - set(base.chars))
+    from chargen.corpus import char_counts
+
+    added = sorted(char_counts(base.prepare(text)).keys() - set(base.chars))
     return Vocab(base.chars + added, normalize=base.normalize), added
 
 

@@ -121,13 +121,16 @@ def test_a_size_flag_that_contradicts_the_base_is_one_line(base, new_text, isola
     assert line and not (isolated_checkpoints / "x").exists()
 
 
-def test_from_run_with_resume_or_a_series_base_is_one_line(base, new_text, tmp_path, capsys):
+def test_from_run_with_resume_a_missing_or_a_series_base_is_one_line(base, new_text, tmp_path, capsys):
+    from chargen.config import ModelConfig, TrainConfig
     from chargen.series import train_series
     from chargen.series_data import SeriesConfig
 
     one_line_error(chargen(capsys, "train", new_text, "--run", "base", "--resume", "--from-run", "base"),
                    "--from-run", "--resume")
-    train_series(synthetic="sine", length=120, checkpoint=tmp_path / "sine", settings=SeriesConfig(window=20))
+    one_line_error(chargen(capsys, "train", new_text, "--from-run", "nvoel", "--run", "y"), "nvoel", "does not exist")
+    train_series(synthetic="sine", length=120, checkpoint=tmp_path / "sine", settings=SeriesConfig(window=20),
+                 model=ModelConfig(hidden=8, layers=1, embedding=8), config=TrainConfig(max_steps=2, batch_size=8))
     capsys.readouterr()
     one_line_error(chargen(capsys, "train", new_text, "--from-run", str(tmp_path / "sine"), "--run", "y"),
                    "time-series run", "text run")
