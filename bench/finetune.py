@@ -3,7 +3,7 @@
     python bench/finetune.py prepare                      # the texts, from Debian's fortune packages (below)
     python bench/finetune.py bases --minutes 10           # a base run per language, both at once (~10 min)
     python bench/finetune.py compare --langs en --budgets 0.5,2,5     # ~25 min a language
-    python bench/finetune.py compare --arms finetune --budgets 1 --finetune-args "--lr 1e-3"   # a sweep cell
+    python bench/finetune.py compare --arms "finetune --lr 5e-3;finetune --lr 1e-3" --budgets 1   # a sweep
 
 Texts (apt-get install fortunes fortunes-ru; written into bench/results/finetune/, never committed):
   en: base = tinyshakespeare (../shared/corpora); small = the fortune files `humorists` + `literature`
@@ -96,20 +96,22 @@ def bases(minutes: float) -> None:
         list(pool.map(lambda lang: train_run(todo[lang]["base"], WORK / f"base-{lang}", minutes * 60, []), todo))
 
 
-def compare(budgets: list[float], langs: list[str], arms: list[str], finetune_args: list[str], out: Path) -> None:
-    """Every (budget, language, arm) cell, interleaved: scratch and fine-tuned runs alternate."""
+def compare(budgets: list[float], langs: list[str], arms: list[str], out: Path) -> None:
+    """Every (budget, language, arm) cell, the arms alternating. An arm is "scratch", or "finetune"
+    followed by any extra `chargen train` options (e.g. "finetune --lr 5e-3")."""
     texts = prepare()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     cells = []
     for minutes in budgets:
         for lang in langs:
             base = WORK / f"base-{lang}"
-            if "finetune" in arms and not (base / "config.json").is_file():
-                raise SystemExit(f"{base} is missing: run `python bench/finetune.py bases` first")
             small = texts[lang]["small"]
             for arm in arms:
-                run_dir = WORK / "cells" / stamp / f"{lang}-{arm}-{minutes:g}m"
-                extra = ["--from-run", str(base), *finetune_args] if arm == "finetune" else []
+                kind, *options = arm.split()
+                if kind == "finetune" and not (base / "config.json").is_file():
+                    raise SystemExit(f"{base} is missing: run `python bench/finetune.py bases` first")
+                run_dir = WORK / "cells" / stamp / f"{lang}-{minutes:g}m-{'_'.join(arm.replace('-', '').split())}"
+                extra = ["--from-run", str(base), *options] if kind == "finetune" else options
                 t0 = time.perf_counter()
                 config = train_run(small, run_dir, minutes * 60, extra)
                 m = config["metrics"]
@@ -118,31 +120,34 @@ def compare(budgets: list[float], langs: list[str], arms: list[str], finetune_ar
                         "copied_share": sample_copied_share(run_dir, small.read_text(encoding="utf-8")),
                         "train": config["train"], "finetune": config.get("finetune")}
                 cells.append(cell)
-                print(f"{lang} {arm:8} {minutes:4g} min: val {cell['val_nats']:.4f} nats/char (best at step "
+                print(f"{lang} {minutes:g} min {arm}: val {cell['val_nats']:.4f} nats/char (best at step "
                       f"{cell['best_step']} of {cell['steps']}), copied {cell['copied_share']:.1%}", flush=True)
-    print("\n| text | budget | scratch val nats/char | fine-tuned | difference | scratch copied | fine-tuned copied |")
+    print("\n| text | budget | arm | val nats/char | vs scratch | copied share | steps (best at) |")
     print("|---|---|---|---|---|---|---|")
     by = {(c["lang"], c["minutes"], c["arm"]): c for c in cells}
     for minutes in budgets:
         for lang in langs:
-            s, f = by.get((lang, minutes, "scratch")), by.get((lang, minutes, "finetune"))
-            if s and f:
-                print(f"| {lang} | {minutes:g} min | {s['val_nats']:.4f} | {f['val_nats']:.4f} | "
-                      f"{f['val_nats'] - s['val_nats']:+.4f} | {s['copied_share']:.1%} | {f['copied_share']:.1%} |")
+            scratch = by.get((lang, minutes, "scratch"))
+            for arm in arms:
+                c = by[(lang, minutes, arm)]
+                delta = f"{c['val_nats'] - scratch['val_nats']:+.4f}" if scratch and arm != "scratch" else ""
+                print(f"| {lang} | {minutes:g} min | {arm} | {c['val_nats']:.4f} | {delta} | {c['copied_share']:.1%} | "
+                      f"{c['steps']} ({c['best_step']}) |")
     out.parent.mkdir(parents=True, exist_ok=True)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
-    out.write_text(json.dumps({"cells": cells, "load_average": load, "finetune_args": finetune_args}, indent=2))
+    out.write_text(json.dumps({"cells": cells, "load_average": load}, indent=2))
     print(f"\nwritten {out}", file=sys.stderr)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("prepare", "bases", "compare"))
-    parser.add_argument("--minutes", type=float, default=12.0, help="bases: training time of each base (default: 12)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="bases: training time of each base (default: 10)")
     parser.add_argument("--budgets", default="0.5,2,5", help="compare: budgets in minutes (default: 0.5,2,5)")
     parser.add_argument("--langs", default="en,ru", help="compare: texts (default: en,ru)")
-    parser.add_argument("--arms", default="scratch,finetune", help="compare: scratch, finetune or both")
-    parser.add_argument("--finetune-args", default="", help="compare: extra options for the fine-tuned runs, e.g. '--lr 1e-3'")
+    parser.add_argument("--arms", default="scratch;finetune",
+                        help="compare: ';'-separated arms: scratch, finetune, or finetune with options "
+                             "(default: 'scratch;finetune')")
     parser.add_argument("--out", type=Path, help="compare: JSON file (default: bench/results/finetune-<time>.json)")
     args = parser.parse_args()
     if args.step == "prepare":
@@ -152,8 +157,8 @@ def main() -> None:
         bases(args.minutes)
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        compare([float(b) for b in args.budgets.split(",")], args.langs.split(","), args.arms.split(","),
-                args.finetune_args.split(), args.out or BENCH / "results" / f"finetune-{stamp}.json")
+        compare([float(b) for b in args.budgets.split(",")], args.langs.split(","), args.arms.split(";"),
+                args.out or BENCH / "results" / f"finetune-{stamp}.json")
 
 
 if __name__ == "__main__":
