@@ -22,13 +22,12 @@ from chargen.vocab import UNK_ID, Vocab
 # Model settings that fix the shapes of the weights: they come from the base and cannot change.
 ARCHITECTURE = ("cell", "hidden", "layers", "embedding", "tie_weights")
 
-# What fine-tuning changes in the training settings the user did not set. The learning rate was
-# chosen by measurement (bench/finetune.py, BENCHMARKS.md "Fine-tuning"): a trained model needs
-# smaller steps, or the first updates on a small text undo what it knows. The other two are reasoned,
-# not swept: only AdamW's moments start cold, so a short warm-up is enough; and a small text is
-# overfitted within a few epochs, so training stops once the validation loss has not improved for
-# two evaluations (the best weights are kept in any case).
-FINETUNE_SETTINGS = {"lr": 2e-3, "warmup_steps": 10, "patience": 2}
+# What fine-tuning changes in the training settings the user did not set. Only AdamW's moments
+# start cold, so a short warm-up is enough; and a small text is overfitted within a few epochs, so
+# training stops once the validation loss has not improved for two evaluations (the best weights are
+# kept in any case). The learning rate stays the from-scratch default: a lower one (2e-3) was measured
+# and lost at 4 of 6 budgets (bench/finetune.py, BENCHMARKS.md "Fine-tuning"); freezing layers was not tried.
+FINETUNE_SETTINGS = {"warmup_steps": 10, "patience": 2}
 
 # Weights that have one row per vocabulary id (first dimension): extended for added characters.
 PER_ID = ("embed.weight", "head.weight", "head.bias")
@@ -124,7 +123,7 @@ def start_from(base_run: str | Path, source: Path, *, encoding: str, allow_binar
     config, settings_line = fine_tune_settings(config, explicit_train)
     record = {"base_run": run_dir.name, "base_path": str(run_dir), "base_weights_sha256": weights_sha256(run_dir),
               "base_corpus": base_run_config.get("corpus", {}).get("name"), "base_vocab_size": len(vocab),
-              "added_chars": len(added), "settings": {k: getattr(config, k) for k in FINETUNE_SETTINGS}}
+              "added_chars": len(added), "settings": {k: getattr(config, k) for k in ("lr", *FINETUNE_SETTINGS)}}
     shown = " ".join(repr(c) for c in added[:10]) + (" ..." if len(added) > 10 else "")
     info(f"starting from run {run_dir} ({base_config.layers}x{base_config.hidden} {base_config.cell.upper()}, "
          f"vocabulary {len(vocab)}): added {len(added)} new character{'s' * (len(added) != 1)}"

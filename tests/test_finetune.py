@@ -52,7 +52,7 @@ def test_extension_keeps_every_base_id_and_prediction_and_adds_rows_from_unk(bas
     for ch in base_vocab.chars:  # old ids unchanged
         assert start.vocab.encode(ch)[0] == base_vocab.encode(ch)[0]
     assert start.model_config.vocab_size == n + len(added)
-    assert config.lr == FINETUNE_SETTINGS["lr"]
+    assert config.patience == FINETUNE_SETTINGS["patience"]
 
     model = build_model(start.model_config)
     start.load_into(model)
@@ -79,9 +79,9 @@ def test_finetuned_run_records_its_base_and_generates_without_it(base, new_text,
     assert added >= len(NEW_CHARS) and record["added_chars"] == added
     assert f"added {added} new characters" in err
     assert record["base_run"] == "base" and record["base_weights_sha256"] == sha
-    # explicit --lr wins; the other fine-tuning settings are chosen and recorded
+    # the fine-tuning settings are chosen and recorded; an explicit option wins
     assert config["train"]["lr"] == 1e-3 and record["settings"]["lr"] == 1e-3
-    assert config["train"]["warmup_steps"] == FINETUNE_SETTINGS["warmup_steps"]
+    assert config["train"]["warmup_steps"] == record["settings"]["warmup_steps"] == FINETUNE_SETTINGS["warmup_steps"]
     assert config["train"]["patience"] == FINETUNE_SETTINGS["patience"]
     assert {k: config["model"][k] for k in ("cell", "hidden", "layers", "embedding")} == \
         {"cell": "lstm", "hidden": 64, "layers": 2, "embedding": 32}
