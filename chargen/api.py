@@ -44,12 +44,17 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
           model: ModelConfig | None = None, config: TrainConfig | None = None, max_time: str | float | None = None,
           val_file: str | Path | None = None, val_fraction: float = 0.1, encoding: str = "utf-8",
           normalize: bool = True, allow_binary: bool = False, resume: bool = False,
-          overrides: dict | None = None, should_stop: Callable[[int], bool] | None = None):
+          overrides: dict | None = None, should_stop: Callable[[int], bool] | None = None,
+          from_run: str | Path | None = None, model_given: dict | None = None):
     """Train a character model on a text file (or folder of .txt files, or a catalogue name).
 
     run: name under checkpoints/ (default: the corpus name); checkpoint: a run directory anywhere.
     resume: continue the run exactly from its trainer_state.pt; `overrides` (TrainConfig field ->
     value) may then change settings such as the budget. Returns a `TrainResult`.
+    from_run: start from that run's weights and vocabulary (fine-tuning, chargen.finetune): the
+    architecture is the base's (`model` is not used; `model_given`, the ModelConfig fields chosen
+    explicitly, must agree with it) and the TrainConfig fields not in `overrides` that fine-tuning
+    needs take its values.
     """
     import torch
 
@@ -65,12 +70,23 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         config.max_time = parse_duration(max_time) if isinstance(max_time, str) else float(max_time)
     source = _corpus_source(corpus)
     run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or corpus_name(source))
+    base = None
+    if from_run is not None:
+        if resume:
+            raise UserError("--from-run starts a new run from a base and --resume continues a run: give one of them")
+        from chargen.finetune import start_from
+
+        base, config = start_from(from_run, source, encoding=encoding, allow_binary=allow_binary,
+                                  given_model=model_given or {}, config=config, explicit_train=overrides or {})
+        model, normalize = base.model_config, base.vocab.normalize  # the base's: its characters are what it knows
 
     with start_run(run_dir, "char", resume=resume, model=model or ModelConfig(), config=config, overrides=overrides,
                    default_budget=TrainConfig.with_default_budget) as started:
         model_config, config = started.model, started.config
-        vocab, trained_on = None, None
+        vocab, trained_on = (base.vocab if base else None), None
+        finetune_record = base.record if base else None
         if started.resuming:
+            finetune_record = started.saved.get("finetune")  # kept in config.json across resumes
             check_complete(run_dir, (TOKENIZER,))
             trained_on = started.saved["corpus"]  # open_corpus refuses another corpus
             vocab = Vocab.load(run_dir / TOKENIZER)
@@ -107,6 +123,8 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         model_config.vocab_size = len(vocab)
         torch.manual_seed(config.rng_seed)
         net = build_model(model_config)
+        if base is not None:
+            base.load_into(net)
         task = TextTask(train_ids, val_ids, vocab, config.batch_size, config.seq_len, config.rng_seed,
                         started.device, started.dist)
         run_info = {
@@ -115,6 +133,8 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
                        "val_fraction": val_fraction, "encoding": encoding, "normalize": normalize},
             "vocab_size": len(vocab),
         }
+        if finetune_record is not None:
+            run_info["finetune"] = finetune_record
         if started.dist.is_main and not started.resuming:
             vocab.save(run_dir / TOKENIZER)
         started.announce(f"{model_config.layers}x{model_config.hidden} {model_config.cell.upper()} "

@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="text encoding of the corpus (default: utf-8, strict)")
     p.add_argument("--no-normalize", action="store_true", help="do not apply Unicode NFC normalisation")
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
+    p.add_argument("--from-run", metavar="RUN", help="fine-tune: start from this run's weights and vocabulary (a run "
+                   "name or directory); its architecture is kept, new characters are added")
     add_config_options(p, ModelConfig, "model")
     add_config_options(p, TrainConfig, "training")
     p.set_defaults(func=cmd_train)
@@ -217,7 +219,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         lambda: api.train(args.corpus, args.run, checkpoint=args.checkpoint, model=ModelConfig(**model_options),
                           config=TrainConfig(**overrides), val_file=args.val_file, val_fraction=args.val_fraction,
                           encoding=args.encoding, normalize=not args.no_normalize, allow_binary=args.allow_binary,
-                          resume=args.resume, overrides=overrides),
+                          resume=args.resume, overrides=overrides, from_run=args.from_run,
+                          model_given=model_options),
         lambda m: f"best validation {m['val_loss']:.4f} nats/char = {m['val_bpc']:.4f} bits/char at step {m['step']}",
         "generate with: chargen generate --checkpoint {run_dir} --seed \"...\"")
 

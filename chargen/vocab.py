@@ -1,6 +1,7 @@
 """`Vocab`: characters <-> integer ids.
 
-Id 0 is `<unk>`; ids 1.. are the characters of the training text in code-point order.
+Id 0 is `<unk>`; ids 1.. are the characters of the training text in code-point order (a fine-tuned
+run's vocabulary is its base's, then the characters the base lacked: chargen.finetune).
 Encoding and decoding are numpy lookups over UTF-32 code points (a 2 MB text encodes in
 milliseconds); the `tokenizers` library is used only to write a standard `tokenizer.json`
 that other tools can load and that gives the same ids.
