@@ -215,7 +215,8 @@ def direct_training(shakespeare, tmp_path, monkeypatch, bad_steps, **train):
 
     config = TrainConfig(lr=1e-2, warmup_steps=0, **train)
     try:
-        outcome = loop.train_loop(model, task, config, tmp_path / "run", {"corpus": {"name": "test"}}, should_stop=record)
+        outcome = loop.train_loop(model, task, config, tmp_path / "run", {"corpus": {"name": "test"}},
+                                  should_stop=record)
     except loop.TrainingStopped as stopped:
         outcome = stopped
     return outcome, params, tmp_path / "run", config
