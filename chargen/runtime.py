@@ -136,9 +136,15 @@ def close_distributed(dist: Distributed, together: bool = True) -> None:
     """Leave the process group.
 
     together: every rank finished (or stopped at the same step) and ends here: wait at a barrier
-    first, so that no rank shuts its connections while another still sends on them (rank 0 writes
-    the run after the last collective while the others are already done). After a failure on one
-    rank the others may be inside a collective that will never complete; then leave at once.
+    first. Why, from the core dumps of the aborts this prevents (bench/ddp_stress.py): gloo's worker
+    thread releases a finished all_gather's work object, which holds our Python tensors, only after
+    `wait()` has returned. A rank with nothing to write (every rank but 0) used to reach interpreter
+    shutdown while that release was still under way; releasing a Python tensor needs the GIL, the
+    finalizing interpreter ends any thread that asks for it, and the C++ runtime aborts the process
+    ("terminate called without an active exception", SIGABRT) after a run that had succeeded. The
+    barrier holds every rank until rank 0 has written the run, long after that release, and the
+    barrier's own work holds no Python tensors. After a failure on one rank the others may be inside
+    a collective that will never complete; then leave at once.
     """
     if dist.enabled:
         import torch.distributed as tdist
