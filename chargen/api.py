@@ -16,6 +16,7 @@ from chargen.checkpoint import (CONFIG, STATE, TOKENIZER, WEIGHTS, check_complet
                                 read_config, read_state, read_weights, resolve_run)
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError, first_line
+from chargen.heads import require_head
 from chargen.log import info
 from chargen.sample import SamplingSettings
 from chargen.vocab import UNK_ID, Vocab
@@ -73,8 +74,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     if resume:
         saved = read_config(run_dir)
         check_complete(run_dir, (TOKENIZER, STATE))
-        if saved["model"].get("head") != "char":
-            raise UserError(f"{run_dir} is a time-series run; resume it with: chargen series train --resume")
+        require_head(run_dir, saved["model"], "char")
         trained_on = saved["corpus"]  # open_corpus refuses another corpus
         vocab = Vocab.load(run_dir / TOKENIZER)
         model_config = ModelConfig.from_dict(saved["model"])
@@ -155,7 +155,7 @@ def load(run: str | Path | None = None, device: str = "cpu"):
     run_dir = run_path(run)
     config = read_config(run_dir)
     model_config = ModelConfig.from_dict(config["model"])
-    char = model_config.head == "char"
+    char = model_config.head in ("char", "classify")  # the heads that read characters
     check_complete(run_dir, (WEIGHTS, TOKENIZER) if char else (WEIGHTS,))
     vocab = Vocab.load(run_dir / TOKENIZER) if char else None
     tensors = read_weights(run_dir)
@@ -194,9 +194,9 @@ def evaluate(run: str | Path | None, text_file: str | Path, encoding: str = "utf
     from chargen.runtime import pick_device
     from chargen.textlm import evaluate_text
 
-    model, vocab, config = load(run, device="cpu")
-    if vocab is None:
-        raise UserError(f"{config['series']['name']!r} is a time-series run; evaluate it with: chargen series eval")
+    run_dir = run_path(run)
+    require_head(run_dir, read_config(run_dir)["model"], "char")
+    model, vocab, config = load(run_dir, device="cpu")
     dev = pick_device(device)
     model.to(dev)
     text = read_text(Path(text_file), encoding=encoding, normalize=vocab.normalize)

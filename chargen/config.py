@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass, fields
 from chargen.errors import UserError
 
 CELL_TYPES = ("rnn", "lstm", "gru")
-HEADS = ("char", "series")
+HEADS = ("char", "series", "classify")
+POOLINGS = ("last", "mean", "max")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -24,10 +25,11 @@ class ModelConfig:
     embedding: int = 64
     dropout: float = 0.0
     tie_weights: bool = False
-    head: str = "char"        # "char": ids -> logits; "series": values -> values
-    vocab_size: int = 0       # char head: number of ids, <unk> included
+    head: str = "char"        # "char": ids -> logits; "series": values -> values; "classify": ids -> class logits
+    vocab_size: int = 0       # char and classify heads: number of ids, <unk> included
     inputs: int = 1           # series head: values per time step
-    outputs: int = 1          # series head: values predicted per step (the horizon)
+    outputs: int = 1          # series head: values predicted per step (the horizon); classify head: classes
+    pooling: str = "last"     # classify head: how the states over a text become one vector (last, mean, max)
 
     def validate(self) -> None:
         """Refuse impossible settings with the option's name."""
@@ -40,6 +42,8 @@ class ModelConfig:
             raise UserError(f"--dropout must be in [0, 1), not {self.dropout}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"--pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
         if self.tie_weights and self.head == "char" and self.embedding != self.hidden:
             raise UserError(f"--tie-weights needs --embedding equal to --hidden ({self.embedding} != {self.hidden})")
 

@@ -26,6 +26,7 @@ from torch import nn
 from chargen.checkpoint import CONFIG, STATE, check_complete, checkpoints_root, read_config, read_state
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError
+from chargen.heads import require_head
 from chargen.log import info
 from chargen.plot import COLORS, Line
 from chargen.runtime import Distributed
@@ -168,8 +169,7 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         if checkpoint is None and run is None:
             raise UserError("--resume needs the run: --run NAME or --checkpoint PATH")
         saved = read_config(run_dir)
-        if saved["model"].get("head") != "series":
-            raise UserError(f"{run_dir} is a character-model run; resume it with: chargen train --resume")
+        require_head(run_dir, saved["model"], "series")
         check_complete(run_dir, (STATE,))
         about = saved["series"]
         series = from_values(data) if data is not None and not isinstance(data, (str, Path)) else \
@@ -251,8 +251,7 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
 
     run_dir = run_path(run, checkpoint)
     config = read_config(run_dir)
-    if config["model"].get("head") != "series":
-        raise UserError(f"{run_dir} is a character-model run, not a time series; use: chargen generate")
+    require_head(run_dir, config["model"], "series")
     model, _, config = load(run_dir)
     about = config["series"]
     return SeriesRun(model, Scaler.from_dict(about["scaler"]), SeriesConfig.from_dict(about["settings"]),
