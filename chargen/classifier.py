@@ -228,15 +228,14 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
     model_config.validate()
     if settings.freeze_core and from_run is None:
         raise UserError("--freeze-core keeps a trained core as it is: it needs --from-run RUN")
+    base_weights, base_dir = None, None
+    if from_run is not None:
+        model_config, vocab, base_weights, base_dir = _transfer(from_run, model_config, model_options or {})
     examples = read_examples(data, settings.text, settings.label)
     run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or examples.name)
     if (run_dir / CONFIG).exists():
         raise UserError(f"run {run_dir} already exists; choose another --run")
-
-    base_weights, base_dir = None, None
-    if from_run is not None:
-        model_config, vocab, base_weights, base_dir = _transfer(from_run, model_config, model_options or {})
-    else:
+    if from_run is None:
         vocab = Vocab.from_text("".join(examples.texts))
     labels = examples.labels
     if val_file is not None:
