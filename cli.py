@@ -453,8 +453,8 @@ CLASSIFY_TRAIN_HELP = {**{k: v for k, v in TRAIN_HELP.items() if k != "seq_len"}
 
 def add_classify_parser(commands) -> None:
     """`classify train | eval | predict`: the recurrent core read over a whole text, a pooled linear head."""
+    from chargen.classify_data import CLASSIFY_MODEL_DEFAULTS, ClassifyConfig
     from chargen.config import POOLINGS
-    from chargen.classify_data import ClassifyConfig
 
     defaults = ClassifyConfig()
     classify = commands.add_parser("classify", help="text classification: train, eval, predict",
@@ -489,7 +489,8 @@ def add_classify_parser(commands) -> None:
     p.add_argument("--freeze-core", action="store_true", help="with --from-run: train only the head")
     p.add_argument("--pooling", choices=POOLINGS, default="last",
                    help="the states over a text -> one vector: the last, the mean or the maximum (default: last)")
-    add_config_options(p, ModelConfig, {k: v for k, v in MODEL_HELP.items() if k != "tie_weights"}, "model")
+    add_config_options(p, ModelConfig, {k: v for k, v in MODEL_HELP.items() if k != "tie_weights"}, "model",
+                       defaults=CLASSIFY_MODEL_DEFAULTS)
     add_config_options(p, TrainConfig, CLASSIFY_TRAIN_HELP, "training")
     p.set_defaults(func=cmd_classify_train)
 
@@ -513,7 +514,7 @@ def add_classify_parser(commands) -> None:
 
 def cmd_classify_train(args: argparse.Namespace) -> int:
     from chargen.classifier import train_classifier
-    from chargen.classify_data import ClassifyConfig
+    from chargen.classify_data import CLASSIFY_MODEL_DEFAULTS, ClassifyConfig
     from chargen.train import TrainingStopped
 
     model_options = given(args, ModelConfig)  # --pooling included
@@ -521,7 +522,7 @@ def cmd_classify_train(args: argparse.Namespace) -> int:
                               args.freeze_core)
     try:
         result = train_classifier(args.data, args.run, checkpoint=args.checkpoint, settings=settings,
-                                  model=ModelConfig(**model_options),
+                                  model=ModelConfig(**{**CLASSIFY_MODEL_DEFAULTS, **model_options}),
                                   config=TrainConfig(**given(args, TrainConfig)), val_file=args.val_file,
                                   from_run=args.from_run, model_options=model_options)
     except TrainingStopped as stop:

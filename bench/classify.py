@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+TEXT_MODEL = ["--hidden", "128", "--layers", "1", "--embedding", "32"]  # chargen.classify_data.CLASSIFY_MODEL_DEFAULTS
 
 
 def chargen(*args: str, env: dict) -> str:
@@ -108,11 +109,14 @@ def main() -> None:
     parser.add_argument("--few", type=int, default=100, help="labelled texts per class in the few-label part")
     parser.add_argument("--max-time", default=None, help="budget of each training (default: chargen's own)")
     parser.add_argument("--skip-full", action="store_true", help="only the few-label part")
+    parser.add_argument("--threads", default="1", help="torch threads of each chargen process (OMP_NUM_THREADS); "
+                        "1 on a shared machine, where two threads waiting on each other ran 10x slower")
     args = parser.parse_args()
     budget = ["--max-time", args.max_time] if args.max_time else []
     work = Path(tempfile.mkdtemp(prefix="classify-bench-"))
-    env = {**os.environ, "CHARGEN_CHECKPOINTS": str(work / "runs")}
-    print(f"runs in {work}; budget per training: {args.max_time or 'the default'}", flush=True)
+    env = {**os.environ, "CHARGEN_CHECKPOINTS": str(work / "runs"), "OMP_NUM_THREADS": args.threads}
+    print(f"runs in {work}; budget per training: {args.max_time or 'the default'}; {args.threads} torch thread(s)",
+          flush=True)
     for task in args.tasks:
         train_csv, test_csv = args.data / f"{task}_train.csv", args.data / f"{task}_test.csv"
         train, test = read(train_csv), read(test_csv)
@@ -127,8 +131,9 @@ def main() -> None:
         rows = baselines(small, test)
         rows.append(classifier(f"{task}-few-scratch", small_csv, test_csv, env, budget))
         t0 = time.perf_counter()
+        # The text model has the classifier's default size, so both arms differ only in their start.
         chargen("train", str(args.data / f"{task}_unlabelled.txt"), "--run", f"{task}-text", "--max-time",
-                args.max_time or "2m", env=env)
+                args.max_time or "2m", *TEXT_MODEL, env=env)
         text_seconds = time.perf_counter() - t0
         rows.append(classifier(f"{task}-few-transfer", small_csv, test_csv, env, ["--from-run", f"{task}-text", *budget]))
         rows.append(classifier(f"{task}-few-frozen", small_csv, test_csv, env,

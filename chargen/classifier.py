@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from chargen.checkpoint import CONFIG, TOKENIZER, checkpoints_root, make_run_dir, read_config
-from chargen.classify_data import (ClassifyConfig, Examples, class_names, describe_classes, read_examples,
-                                   scores, stratified_split)
+from chargen.classify_data import (CLASSIFY_MODEL_DEFAULTS, ClassifyConfig, Examples, class_names,
+                                   describe_classes, read_examples, scores, stratified_split)
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import UserError
 from chargen.heads import require_head
@@ -220,7 +220,7 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
     from chargen.train import autocast_dtype, train as train_loop
 
     settings = (settings or ClassifyConfig()).validate()
-    model_config = model or ModelConfig()
+    model_config = model or ModelConfig(**CLASSIFY_MODEL_DEFAULTS)
     config = config or TrainConfig()
     if not (config.max_steps or config.epochs or config.max_time):
         config.max_time = CLASSIFY_DEFAULT_TIME
