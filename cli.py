@@ -487,8 +487,9 @@ def add_classify_parser(commands) -> None:
     p.add_argument("--from-run", metavar="RUN", help="start from a character-model run: its vocabulary, "
                    "embedding and core (its architecture replaces the model options)")
     p.add_argument("--freeze-core", action="store_true", help="with --from-run: train only the head")
-    p.add_argument("--pooling", choices=POOLINGS, default="last",
-                   help="the states over a text -> one vector: the last, the mean or the maximum (default: last)")
+    p.add_argument("--pooling", choices=POOLINGS, default=ModelConfig().pooling,
+                   help="the states over a text -> one vector: the last, the mean or the maximum (default: "
+                        f"{ModelConfig().pooling}, measured best: BENCHMARKS.md)")
     add_config_options(p, ModelConfig, {k: v for k, v in MODEL_HELP.items() if k != "tie_weights"}, "model",
                        defaults=CLASSIFY_MODEL_DEFAULTS)
     add_config_options(p, TrainConfig, CLASSIFY_TRAIN_HELP, "training")

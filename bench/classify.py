@@ -107,15 +107,16 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["langid", "section"])
     parser.add_argument("--poolings", nargs="+", default=["last", "mean", "max"])
     parser.add_argument("--few", type=int, default=100, help="labelled texts per class in the few-label part")
-    parser.add_argument("--max-time", default=None, help="budget of each training (default: chargen's own)")
+    parser.add_argument("--budget", default="", help="budget options of each classifier training, e.g. "
+                        "'--max-steps 150' (default: chargen's own, a 2-minute limit)")
     parser.add_argument("--skip-full", action="store_true", help="only the few-label part")
     parser.add_argument("--threads", default="1", help="torch threads of each chargen process (OMP_NUM_THREADS); "
                         "1 on a shared machine, where two threads waiting on each other ran 10x slower")
     args = parser.parse_args()
-    budget = ["--max-time", args.max_time] if args.max_time else []
+    budget = args.budget.split()
     work = Path(tempfile.mkdtemp(prefix="classify-bench-"))
     env = {**os.environ, "CHARGEN_CHECKPOINTS": str(work / "runs"), "OMP_NUM_THREADS": args.threads}
-    print(f"runs in {work}; budget per training: {args.max_time or 'the default'}; {args.threads} torch thread(s)",
+    print(f"runs in {work}; budget per training: {args.budget or 'the default'}; {args.threads} torch thread(s)",
           flush=True)
     for task in args.tasks:
         train_csv, test_csv = args.data / f"{task}_train.csv", args.data / f"{task}_test.csv"
@@ -132,8 +133,8 @@ def main() -> None:
         rows.append(classifier(f"{task}-few-scratch", small_csv, test_csv, env, budget))
         t0 = time.perf_counter()
         # The text model has the classifier's default size, so both arms differ only in their start.
-        chargen("train", str(args.data / f"{task}_unlabelled.txt"), "--run", f"{task}-text", "--max-time",
-                args.max_time or "2m", *TEXT_MODEL, env=env)
+        chargen("train", str(args.data / f"{task}_unlabelled.txt"), "--run", f"{task}-text", "--max-time", "2m",
+                *TEXT_MODEL, env=env)
         text_seconds = time.perf_counter() - t0
         rows.append(classifier(f"{task}-few-transfer", small_csv, test_csv, env, ["--from-run", f"{task}-text", *budget]))
         rows.append(classifier(f"{task}-few-frozen", small_csv, test_csv, env,

@@ -29,7 +29,7 @@ class ModelConfig:
     vocab_size: int = 0       # char and classify heads: number of ids, <unk> included
     inputs: int = 1           # series head: values per time step
     outputs: int = 1          # series head: values predicted per step (the horizon); classify head: classes
-    pooling: str = "last"     # classify head: how the states over a text become one vector (last, mean, max)
+    pooling: str = "mean"     # classify head: the states over a text -> one vector (last, mean, max); mean measured best
 
     def validate(self) -> None:
         """Refuse impossible settings with the option's name."""
