@@ -1,7 +1,7 @@
 """The classifier benchmark: chargen classify against the majority class and character n-gram TF-IDF +
 logistic regression, on the sets bench/classify_sets.py builds from the installed manual pages.
 
-    pip install scikit-learn                      # the baseline's library (benchmark only)
+    pip install -e ".[bench]"                     # scikit-learn, the baseline's library (benchmark only)
     python bench/classify_sets.py --out /tmp/classify-bench
     python bench/classify.py --data /tmp/classify-bench
 
