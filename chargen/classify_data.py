@@ -160,8 +160,6 @@ def _csv_header(path: Path, rows: list[list[str]], text: str, label: str | None)
     first = [cell.strip() for cell in rows[0]]
     if any(not str(f).strip().isdigit() for f in asked):
         return first
-    if set(first) & {str(f) for f in asked} - {str(i) for i in range(len(first))}:
-        return first
     try:
         sample = "\n".join(",".join(f'"{c}"' for c in row) for row in rows[:50])
         has_header = csv.Sniffer().has_header(sample)
