@@ -15,6 +15,7 @@ from chargen.checkpoint import (CONFIG, TOKENIZER, WEIGHTS, check_complete, chec
                                 read_weights, resolve_run)
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError, first_line
+from chargen.heads import require_head
 from chargen.log import info
 from chargen.sample import SamplingSettings
 from chargen.vocab import UNK_ID, Vocab
@@ -153,7 +154,7 @@ def load(run: str | Path | None = None, device: str = "cpu"):
     run_dir = run_path(run)
     config = read_config(run_dir)
     model_config = ModelConfig.from_dict(config["model"])
-    char = model_config.head == "char"
+    char = model_config.head in ("char", "classify")  # the heads that read characters
     check_complete(run_dir, (WEIGHTS, TOKENIZER) if char else (WEIGHTS,))
     vocab = Vocab.load(run_dir / TOKENIZER) if char else None
     tensors = read_weights(run_dir)
@@ -194,9 +195,8 @@ def evaluate(run: str | Path | None, text_file: str | Path, encoding: str = "utf
     from chargen.textlm import evaluate_text
 
     run_dir = run_path(run)
+    require_head(run_dir, read_config(run_dir)["model"], "char")
     model, vocab, config = load(run_dir, device="cpu")
-    if vocab is None:
-        raise UserError(f"{run_dir} is a time-series run; evaluate it with: chargen series eval")
     dev = pick_device(device)
     model.to(dev)
     text = read_text(Path(text_file), encoding=encoding, normalize=vocab.normalize)

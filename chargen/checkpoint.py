@@ -215,7 +215,7 @@ def _check_model_section(path: Path, model: dict) -> None:
             raise UserError(f"{path}: model.{f.name} is {value!r}, not {what}; the run cannot be used — retrain it")
     try:
         ModelConfig.from_dict(model).validate()
-        if model["head"] == "char" and model.get("vocab_size", 0) < 2:
+        if model["head"] in ("char", "classify") and model.get("vocab_size", 0) < 2:
             raise ValueError(f"a vocabulary of {model.get('vocab_size', 0)} ids")
     except (UserError, ValueError) as e:
         raise UserError(f"{path} holds impossible model settings ({e}); the run cannot be used — retrain it") from None

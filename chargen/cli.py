@@ -6,6 +6,7 @@
     python cli.py interactive [--run NAME] [--temperature T] [--length N] ...
     python cli.py inspect [--run NAME] FILE [--neurons find | --neuron L:U] [--html PAGE]
     python cli.py series train|forecast|eval ...
+    python cli.py classify train|eval|predict ...
     python cli.py serve [--run NAME ...] [--host H] [--port P]
     python cli.py runs
 
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
     p.add_argument("--from-run", metavar="RUN", help="fine-tune: start from this run's weights and vocabulary (a run "
                    "name or directory); its architecture is kept, new characters are added")
-    add_config_options(p, ModelConfig, "model")
+    add_config_options(p, ModelConfig, "model", skip=("pooling",))
     add_config_options(p, TrainConfig, "training")
     p.set_defaults(func=cmd_train)
 
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     add_series_parser(commands)
+    add_classify_parser(commands)
 
     p = commands.add_parser("runs", help="list the runs under checkpoints/")
     p.set_defaults(func=cmd_runs)
@@ -435,6 +437,119 @@ def cmd_series_eval(args: argparse.Namespace) -> int:
         print_backtest(result)
     sys.stdout.flush()
     show_plot(backtest_lines(result), args.plot, f"{run.run_dir.name}: backtest, horizon {result.summary['horizon']}")
+    return 0
+
+
+# -- text classification ----------------------------------------------------------------------------
+# The training options that mean something else for a classifier.
+CLASSIFY_OPTION_HELP = {"batch_size": "texts per step",
+                        "epochs": "stop after this many passes over the training texts (0 = no limit)"}
+
+
+def add_classify_parser(commands) -> None:
+    """`classify train | eval | predict`: the recurrent core read over a whole text, a pooled linear head."""
+    from chargen.classify_data import CLASSIFY_MODEL_DEFAULTS, ClassifyConfig
+
+    defaults = ClassifyConfig()
+    classify = commands.add_parser("classify", help="text classification: train, eval, predict",
+                                   description="Give each text one of a set of labels (sentiment, language, "
+                                   "topic...) with the same recurrent core, read over the whole text.")
+    sub = classify.add_subparsers(dest="classify_command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    def field_options(p: argparse.ArgumentParser, label: bool = True, run_default: bool = False) -> None:
+        where = "the run's" if run_default else None
+        p.add_argument("--text", metavar="FIELD", default=None if run_default else defaults.text,
+                       help="the text column (CSV name or 0-based index) or JSON key "
+                            f"(default: {where or defaults.text})")
+        if label:
+            p.add_argument("--label", metavar="FIELD", default=None if run_default else defaults.label,
+                           help=f"the label column or key (default: {where or defaults.label})")
+
+    p = sub.add_parser("train", help="train on a CSV or JSON-lines file of labelled texts",
+                       description="Train a classifier; a stratified part of every class validates (or "
+                       "--val-file). Saves checkpoints/<run>/; Ctrl-C saves and exits.")
+    p.add_argument("data", help="CSV (header detected), TSV or JSON-lines file with a text and a label field")
+    field_options(p)
+    add_run_options(p, reading=False)
+    p.add_argument("--val-file", metavar="FILE", help="validate on this labelled file instead of a split")
+    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                   help=f"of every class, held out for validation (default: {defaults.val_fraction})")
+    p.add_argument("--balance", action="store_true", help="weight the loss by inverse class frequency")
+    p.add_argument("--train-chars", type=_int_at_least(1), default=defaults.train_chars, metavar="N",
+                   help="characters of each text read while training; eval and predict read every character "
+                        f"(default: {defaults.train_chars})")
+    p.add_argument("--from-run", metavar="RUN", help="start from a character-model run: its vocabulary, "
+                   "embedding and core (its architecture replaces the model options)")
+    p.add_argument("--freeze-core", action="store_true", help="with --from-run: train only the head")
+    add_config_options(p, ModelConfig, "model", defaults=CLASSIFY_MODEL_DEFAULTS, skip=("tie_weights",))
+    add_config_options(p, TrainConfig, "training", defaults={"max_time": "2m when no other limit is given"},
+                       helps=CLASSIFY_OPTION_HELP, skip=("seq_len",))
+    p.set_defaults(func=cmd_classify_train)
+
+    p = sub.add_parser("eval", help="accuracy, macro-F1 and the confusion matrix on a labelled file")
+    add_run_options(p)
+    p.add_argument("file", help="labelled CSV or JSON-lines file")
+    field_options(p, run_default=True)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout")
+    p.set_defaults(func=cmd_classify_eval)
+
+    p = sub.add_parser("predict", help="the label of each text (and its probability) on stdout",
+                       description="Classify texts given on the command line (one line each: label, tab, "
+                       "probability) or every row of --file (the file again on stdout, with the columns "
+                       "predicted and probability added).")
+    add_run_options(p)
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    p.add_argument("--file", metavar="FILE", help="classify every row of this CSV or JSON-lines file")
+    field_options(p, label=False, run_default=True)
+    p.set_defaults(func=cmd_classify_predict)
+
+
+def cmd_classify_train(args: argparse.Namespace) -> int:
+    from chargen.classifier import train_classifier
+    from chargen.classify_data import CLASSIFY_MODEL_DEFAULTS, ClassifyConfig
+
+    model_options = given(args, ModelConfig)  # --pooling included
+    settings = ClassifyConfig(args.text, args.label, args.val_fraction, args.balance, args.train_chars,
+                              args.freeze_core)
+    return report_training(
+        lambda: train_classifier(args.data, args.run, checkpoint=args.checkpoint, settings=settings,
+                                 model=ModelConfig(**{**CLASSIFY_MODEL_DEFAULTS, **model_options}),
+                                 config=TrainConfig(**given(args, TrainConfig)), val_file=args.val_file,
+                                 from_run=args.from_run, model_options=model_options),
+        lambda m: (f"best validation loss {m['val_loss']:.4f}, accuracy {m['val_acc']:.4f}, macro-F1 "
+                   f"{m['val_f1']:.4f} at step {m['step']}"),
+        "predict with: chargen classify predict --checkpoint {run_dir} \"TEXT\"")
+
+
+def cmd_classify_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from chargen.classifier import evaluate_file, load_classifier
+    from chargen.classify_report import print_evaluation
+
+    run = load_classifier(args.run, args.checkpoint)
+    result = evaluate_file(run, args.file, args.text, args.label)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print_evaluation(result)
+    return 0
+
+
+def cmd_classify_predict(args: argparse.Namespace) -> int:
+    from chargen.classifier import load_classifier
+    from chargen.classify_report import predict_file, write_predictions
+
+    if bool(args.texts) == bool(args.file):
+        raise UserError("give the texts to classify, or --file FILE (one of the two)")
+    run = load_classifier(args.run, args.checkpoint)
+    if args.file:
+        predict_file(run, args.file, args.text, sys.stdout)
+    else:
+        labels, probs = run.predict(args.texts)
+        write_predictions(labels, probs, sys.stdout)
+    sys.stdout.flush()
     return 0
 
 

@@ -13,7 +13,8 @@ from typing import Any, Callable
 from chargen.errors import UserError
 
 CELL_TYPES = ("rnn", "lstm", "gru")
-HEADS = ("char", "series")
+HEADS = ("char", "series", "classify")
+POOLINGS = ("last", "mean", "max")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -55,10 +56,12 @@ class ModelConfig:
     embedding: int = option(64, "character embedding size")
     dropout: float = option(0.0, "dropout between layers and before the output")
     tie_weights: bool = option(False, "share the embedding and output matrices (needs --embedding = --hidden)")
-    head: str = "char"        # "char": ids -> logits; "series": values -> values
-    vocab_size: int = 0       # char head: number of ids, <unk> included
+    head: str = "char"        # "char": ids -> logits; "series": values -> values; "classify": ids -> class logits
+    vocab_size: int = 0       # char and classify heads: number of ids, <unk> included
     inputs: int = 1           # series head: values per time step
-    outputs: int = 1          # series head: values predicted per step (the horizon)
+    outputs: int = 1          # series head: values predicted per step (the horizon); classify head: classes
+    # Classify head: the states over a text -> one vector; mean measured best (BENCHMARKS.md, classifier).
+    pooling: str = option("mean", "classifier: how the states over a text become one vector", choices=POOLINGS)
 
     def validate(self) -> None:
         """Refuse impossible settings with the option's name."""
@@ -71,6 +74,8 @@ class ModelConfig:
             raise UserError(f"--dropout must be in [0, 1), not {self.dropout}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}")
+        if self.pooling not in POOLINGS:
+            raise UserError(f"--pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
         if self.tie_weights and self.head == "char" and self.embedding != self.hidden:
             raise UserError(f"--tie-weights needs --embedding equal to --hidden ({self.embedding} != {self.hidden})")
 

@@ -500,11 +500,11 @@ def inspect_text(run_dir: Path, text: str, *, name: str = "text", neuron: str | 
 def char_run(run_dir: Path) -> tuple:
     """(Vocab, model config dict) of a character run; a user error for a time-series or incomplete run."""
     from chargen.checkpoint import TOKENIZER, check_complete, read_config
+    from chargen.heads import require_head
     from chargen.vocab import Vocab
 
     model = read_config(run_dir)["model"]
-    if model.get("head") != "char":
-        raise UserError(f"{run_dir} is a time-series run; inspect works on character models")
+    require_head(run_dir, model, "char")
     check_complete(run_dir, (TOKENIZER,))
     return Vocab.load(run_dir / TOKENIZER), model
 

@@ -108,6 +108,10 @@ class SeriesRegressor(nn.Module):
 
 def build_model(config: ModelConfig) -> nn.Module:
     """The model for a config's head."""
+    if config.head == "classify":
+        from chargen.classifier import TextClassifier  # its own module: it builds on RecurrentCore here
+
+        return TextClassifier(config)
     return CharLM(config) if config.head == "char" else SeriesRegressor(config)
 
 

@@ -25,14 +25,13 @@ from torch import nn
 from chargen.checkpoint import CONFIG, STATE, check_complete, make_run_dir, read_config, read_state
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import UserError
+from chargen.heads import require_head
 from chargen.log import info
 from chargen import loop
 from chargen.loop import Task, TrainingStopped, TrainResult, autocast_dtype
 from chargen.run_lock import RunLock
 from chargen.runtime import Distributed, close_distributed, init_distributed, pick_device, tune_allocator
 
-# Each head's kind of run, as a user names it, and the command that trains it.
-HEAD_NAMES = {"char": ("character-model", "chargen train"), "series": ("time-series", "chargen series train")}
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}
 
 
@@ -80,9 +79,7 @@ def start_run(run_dir: Path, head: str, *, resume: bool, model: ModelConfig, con
     saved = None
     if resume:
         saved = read_config(run_dir)
-        if saved["model"].get("head") != head:
-            kind, command = HEAD_NAMES.get(saved["model"].get("head"), ("another kind of", "its own command"))
-            raise UserError(f"{run_dir} is a {kind} run; resume it with: {command} --resume")
+        require_head(run_dir, saved["model"], head)
         check_complete(run_dir, (STATE,))
         model = ModelConfig.from_dict(saved["model"])
         config = dataclasses.replace(TrainConfig.from_dict(saved["train"]), **(overrides or {}))

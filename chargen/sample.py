@@ -171,11 +171,11 @@ class Sampler:
 def load_sampler(run_dir: Path, streams: int = 1) -> tuple[Sampler, dict]:
     """A `Sampler` for a char run directory, and the run's config (reads weights without torch)."""
     from chargen.checkpoint import TOKENIZER, WEIGHTS, check_complete, read_config, read_weights
+    from chargen.heads import require_head
 
     run_dir = Path(run_dir)
     config = read_config(run_dir)
-    if config["model"].get("head") != "char":
-        raise UserError(f"{run_dir} is a time-series run; use: chargen series forecast --run {run_dir.name}")
+    require_head(run_dir, config["model"], "char")
     check_complete(run_dir, (WEIGHTS, TOKENIZER))
     vocab = Vocab.load(run_dir / TOKENIZER)
     weights = read_weights(run_dir, framework="np")

@@ -25,6 +25,7 @@ from torch import nn
 from chargen.checkpoint import CONFIG, checkpoints_root, read_config
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError, first_line
+from chargen.heads import require_head
 from chargen.log import info
 from chargen.plot import COLORS, Line
 from chargen.runtime import Distributed
@@ -238,8 +239,7 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
 
     run_dir = run_path(run, checkpoint)
     config = read_config(run_dir)
-    if config["model"].get("head") != "series":
-        raise UserError(f"{run_dir} is a character-model run, not a time series; use: chargen generate")
+    require_head(run_dir, config["model"], "series")
     model, _, config = load(run_dir)
     # config.json is read, never trusted: a damaged standardisation or history would give garbage forecasts.
     try:

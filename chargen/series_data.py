@@ -51,7 +51,7 @@ SERIES_OPTION_HELP = {
     "max_time": "stop after this long, e.g. 90, 90s, 5m, 1h (0 = no limit)",
 }
 SERIES_OPTION_DEFAULTS = {**SERIES_MODEL_DEFAULTS, "epochs": SERIES_DEFAULT_EPOCHS, "max_time": "none"}
-SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len")
+SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len", "pooling")
 
 
 @dataclass

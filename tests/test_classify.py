@@ -1,0 +1,221 @@
+"""The text classifier: the CSV / JSON-lines reader, the stratified split, the model's reading of whole
+texts, predict's output, the wrong-kind-of-run refusals, a real training that learns, and --from-run."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from chargen import classifier
+from chargen.classifier import TextClassifier, load_classifier, pad_batch
+from chargen.classify_data import read_examples, scores, stratified_split
+from chargen.config import ModelConfig
+from test_errors import chargen, one_line_error
+
+TOY_MODEL = ["--hidden", "32", "--layers", "1", "--embedding", "16"]
+
+
+def separable(n: int, seed: int) -> list[tuple[str, str]]:
+    """Texts of 'good' words are 'pos', of 'bad' words 'neg' (lengths 3-12 words, so lengths differ)."""
+    rng = random.Random(seed)
+    words = {"pos": ["good", "great", "lovely", "fine", "nice"], "neg": ["bad", "awful", "dull", "poor", "sad"]}
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 else "neg"
+        rows.append((" ".join(rng.choice(words[label]) for _ in range(rng.randint(3, 12))), label))
+    return rows
+
+
+def write_csv(path, rows, header=("review", "sentiment")):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        if header:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    """A small GRU classifier trained on a separable task (a few seconds); shared, read-only."""
+    folder = tmp_path_factory.mktemp("toy")
+    data = write_csv(folder / "reviews.csv", separable(400, seed=0))
+    code = __import__("cli").main(["classify", "train", str(data), "--text", "review", "--label", "sentiment",
+                                   "--checkpoint", str(folder / "run"), *TOY_MODEL, "--max-steps", "50",
+                                   "--rng-seed", "3"])
+    assert code == 0
+    return folder / "run"
+
+
+# -- reading --------------------------------------------------------------------------------------------
+def test_csv_quoted_fields_keep_commas_quotes_and_newlines(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text('review,sentiment\n"Loved it, really",pos\n"He said ""dull"".\nTwice.",neg\nplain,pos\n',
+                    encoding="utf-8")
+    ex = read_examples(path, "review", "sentiment")
+    assert ex.texts == ["Loved it, really", 'He said "dull".\nTwice.', "plain"]
+    assert ex.labels == ["pos", "neg", "pos"]
+    assert ex.lines == [2, 3, 5]  # the multi-line record starts on line 3; the next on 5
+
+
+def test_columns_by_index_and_json_lines_labels_stay_strings(tmp_path):
+    no_header = write_csv(tmp_path / "n.csv", [("1", "some text here"), ("2", "more text there")], header=None)
+    ex = read_examples(no_header, "1", "0")
+    assert ex.texts == ["some text here", "more text there"] and ex.labels == ["1", "2"]
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text('{"t": "first", "y": 1}\n\n{"t": "second", "y": true}\n', encoding="utf-8")
+    ex = read_examples(jsonl, "t", "y")
+    assert ex.texts == ["first", "second"] and ex.labels == ["1", "true"] and ex.lines == [1, 3]
+
+
+BAD_FILES = {
+    # name: (file name, contents, options, words the one-line error must hold)
+    "empty text": ("r.csv", "review,sentiment\ngood,pos\n,neg\n", [], ["r.csv, line 3", "text (review) is empty"]),
+    "empty label": ("r.csv", "review,sentiment\ngood,pos\nbad,\n", [], ["r.csv, line 3", "label (sentiment) is empty"]),
+    "missing column": ("r.csv", "body,sentiment\ngood,pos\n", [], ["no column 'review'", "0: 'body', 1: 'sentiment'",
+                                                                    "--text"]),
+    "one example of a label": ("r.csv", "review,sentiment\ngood,pos\nfine,pos\nbad,neg\n", [],
+                               ["class 'neg' has only 1 example", "--val-file"]),
+    "one class": ("r.csv", "review,sentiment\ngood,pos\nfine,pos\n", [], ["one label only", "at least 2 classes"]),
+    "not JSON": ("r.jsonl", '{"review": "good", "sentiment": "pos"}\n{oops\n', [], ["r.jsonl, line 2",
+                                                                                    "not a JSON object"]),
+    "missing key": ("r.jsonl", '{"review": "good", "label": "pos"}\n', [], ["line 1", "no key 'sentiment'"]),
+    "not UTF-8": ("r.csv", b"review,sentiment\ncaf\xe9,pos\n", [], ["not UTF-8", "0xe9"]),
+    "missing file": (None, "", [], ["does not exist"]),
+    "freeze without a run": ("r.csv", "review,sentiment\ngood,pos\nfine,pos\nbad,neg\nsad,neg\n", ["--freeze-core"],
+                             ["--freeze-core", "needs --from-run"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_labelled_file_is_one_line(case, tmp_path, capsys):
+    name, content, options, words = BAD_FILES[case]
+    path = tmp_path / (name or "absent.csv")
+    if name:
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    one_line_error(chargen(capsys, "classify", "train", path, "--text", "review", "--label", "sentiment",
+                           *TOY_MODEL, "--max-steps", "1", *options), *words)
+
+
+def test_stratified_split_keeps_every_class_on_both_sides():
+    labels = ["a"] * 50 + ["b"] * 9 + ["c"] * 2 + ["d"] * 1000
+    rng = random.Random(0)
+    rng.shuffle(labels)
+    train, val = stratified_split(labels, 0.1, seed=5)
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(len(labels)))  # a partition
+    for name, n in (("a", 50), ("b", 9), ("c", 2), ("d", 1000)):
+        in_val = sum(labels[i] == name for i in val)
+        assert 1 <= in_val <= n - 1
+        assert in_val == max(1, round(n * 0.1))
+    again = stratified_split(labels, 0.1, seed=5)
+    assert (again[1] == val).all() and not (stratified_split(labels, 0.1, seed=6)[1] == val).all()
+
+
+def test_scores_macro_f1_counts_each_class_the_same():
+    truth = np.array([0] * 8 + [1] * 2)
+    predicted = np.array([0] * 10)  # the majority class everywhere
+    s = scores(truth, predicted, 2)
+    assert s["accuracy"] == 0.8 and s["confusion"] == [[8, 0], [2, 0]]
+    assert s["macro_f1"] == pytest.approx((2 * 0.8 / 1.8 + 0) / 2)
+
+
+# -- the model ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, monkeypatch):
+    torch.manual_seed(0)
+    model = TextClassifier(ModelConfig(cell=cell, hidden=12, layers=2, embedding=6, head="classify",
+                                       vocab_size=9, outputs=3, pooling=pooling)).eval()
+    texts = [np.array([1, 2, 3, 4, 5]), np.arange(1, 9).repeat(3)[:23], np.array([7])]
+    with torch.no_grad():
+        together, _ = model(pad_batch(texts, torch.device("cpu")))
+        alone = torch.cat([model(pad_batch([t], torch.device("cpu")))[0] for t in texts])
+        monkeypatch.setattr(classifier, "CHUNK", 4)  # read in chunks of 4, the state carried
+        chunked, _ = model(pad_batch(texts, torch.device("cpu")))
+    torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(chunked, together, rtol=1e-5, atol=1e-6)
+
+
+def test_small_real_training_learns_a_separable_task(toy_run, tmp_path):
+    held_out = write_csv(tmp_path / "held.csv", separable(200, seed=1))
+    run = load_classifier(checkpoint=toy_run)
+    assert run.labels == ["neg", "pos"]
+    config = json.loads((toy_run / "config.json").read_text())
+    assert config["model"]["head"] == "classify" and config["classify"]["labels"] == ["neg", "pos"]
+    figures = classifier.evaluate_file(run, held_out)
+    assert figures["accuracy"] >= 0.95, figures
+
+
+# -- predict and eval on the command line ----------------------------------------------------------------
+def test_predict_prints_label_tab_probability_per_text(toy_run, capsys):
+    rc, out, err = chargen(capsys, "classify", "predict", "--checkpoint", toy_run,
+                           "good great lovely nice", "awful dull bad poor sad", "fine")
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3
+    for line, expected in zip(lines[:2], ["pos", "neg"]):
+        label, probability = line.split("\t")
+        assert label == expected and 0.5 <= float(probability) <= 1.0
+
+
+def test_predict_file_adds_the_columns_and_keeps_the_rows(toy_run, tmp_path, capsys):
+    rows = [("a great, lovely film", "x"), ('said "bad"\nand dull', "y")]
+    path = write_csv(tmp_path / "new.csv", rows, header=("review", "id"))
+    rc, out, err = chargen(capsys, "classify", "predict", "--checkpoint", toy_run, "--file", path)
+    assert rc == 0, err
+    back = list(csv.reader(io.StringIO(out)))
+    assert back[0] == ["review", "id", "predicted", "probability"]
+    assert [r[:2] for r in back[1:]] == [list(r) for r in rows]
+    assert [r[2] for r in back[1:]] == ["pos", "neg"]
+    jsonl = tmp_path / "new.jsonl"
+    jsonl.write_text(json.dumps({"review": "nice fine good", "n": 1}) + "\n", encoding="utf-8")
+    rc, out, _ = chargen(capsys, "classify", "predict", "--checkpoint", toy_run, "--file", jsonl)
+    row = json.loads(out)
+    assert rc == 0 and row["n"] == 1 and row["predicted"] == "pos" and 0.5 <= row["probability"] <= 1
+
+
+def test_eval_json_and_an_unknown_label(toy_run, tmp_path, capsys):
+    path = write_csv(tmp_path / "held.csv", separable(40, seed=2))
+    rc, out, _ = chargen(capsys, "classify", "eval", "--checkpoint", toy_run, path, "--json")
+    figures = json.loads(out)
+    assert rc == 0 and figures["texts"] == 40 and sum(map(sum, figures["confusion"])) == 40
+    bad = write_csv(tmp_path / "bad.csv", [("good", "pos"), ("meh", "neutral")])
+    one_line_error(chargen(capsys, "classify", "eval", "--checkpoint", toy_run, bad), "labels the run never learnt",
+                   "'neutral'")
+
+
+def test_every_command_refuses_the_wrong_kind_of_run(toy_run, tiny_run, tmp_path, capsys):
+    text = tmp_path / "t.txt"
+    text.write_text("some text to read\n")
+    for command in (["generate"], ["eval", text], ["inspect", text], ["series", "forecast"], ["series", "eval"]):
+        one_line_error(chargen(capsys, *command, "--checkpoint", toy_run), "is a text-classifier run",
+                       "chargen classify predict")
+    for command in (["classify", "predict", "some text"], ["classify", "eval", text]):
+        one_line_error(chargen(capsys, *command, "--checkpoint", tiny_run), "is a character-model run",
+                       "not a text-classifier run")
+    one_line_error(chargen(capsys, "classify", "train", text, "--from-run", str(toy_run)),
+                   "is a text-classifier run, not a character-model run")
+
+
+def test_from_run_starts_from_the_text_model_and_freeze_keeps_its_core(tiny_run, tmp_path, capsys):
+    from chargen.api import load
+
+    path = write_csv(tmp_path / "r.csv", separable(60, seed=4))
+    rc, _, err = chargen(capsys, "classify", "train", path, "--text", "review", "--label", "sentiment",
+                         "--from-run", tiny_run, "--freeze-core", "--max-steps", "3", "--hidden", "99",
+                         "--checkpoint", tmp_path / "clf")
+    assert rc == 0, err
+    assert "ignoring --hidden" in err
+    base, base_vocab, _ = load(tiny_run)
+    run = load_classifier(checkpoint=tmp_path / "clf")
+    assert run.vocab.chars == base_vocab.chars
+    mine, theirs = run.model.state_dict(), base.state_dict()
+    for name in theirs:
+        if name.startswith(("embed.", "core.")):
+            torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=0)
+    assert json.loads((tmp_path / "clf" / "config.json").read_text())["classify"]["from_run"] == str(tiny_run)
