@@ -592,6 +592,14 @@ def _discard_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; a user error is one line on stderr and exit 1."""
+    code = _run(argv)
+    runtime = sys.modules.get("chargen.runtime")  # loaded only by commands that may join a process group
+    if runtime is not None:
+        runtime.end_process(code)  # returns unless this process trained under torchrun
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -117,12 +118,18 @@ class Distributed:
         return self.world > 1
 
 
+_joined_a_group = False  # whether this process ever joined a process group (see end_process)
+
+
 def init_distributed(device: torch.device) -> Distributed:
     """Join the process group when launched by torchrun (NCCL on CUDA, gloo on CPU)."""
+    global _joined_a_group
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed()
     import torch.distributed as dist
+
+    _joined_a_group = True
 
     if device.type == "cuda":  # before the group exists, so NCCL binds this process to its own GPU
         torch.cuda.set_device(device)
@@ -136,15 +143,10 @@ def close_distributed(dist: Distributed, together: bool = True) -> None:
     """Leave the process group.
 
     together: every rank finished (or stopped at the same step) and ends here: wait at a barrier
-    first. Why, from the core dumps of the aborts this prevents (bench/ddp_stress.py): gloo's worker
-    thread releases a finished all_gather's work object, which holds our Python tensors, only after
-    `wait()` has returned. A rank with nothing to write (every rank but 0) used to reach interpreter
-    shutdown while that release was still under way; releasing a Python tensor needs the GIL, the
-    finalizing interpreter ends any thread that asks for it, and the C++ runtime aborts the process
-    ("terminate called without an active exception", SIGABRT) after a run that had succeeded. The
-    barrier holds every rank until rank 0 has written the run, long after that release, and the
-    barrier's own work holds no Python tensors. After a failure on one rank the others may be inside
-    a collective that will never complete; then leave at once.
+    first, so no rank closes its connections while rank 0 is still writing the run (which is also
+    when the exit abort of end_process's docstring was likeliest: 3 launches in 40 before, 3 in 100
+    with the barrier). After a failure on one rank the others may be inside a collective that will
+    never complete; then leave at once.
     """
     if dist.enabled:
         import torch.distributed as tdist
@@ -153,3 +155,26 @@ def close_distributed(dist: Distributed, together: bool = True) -> None:
             if together:
                 tdist.barrier()
             tdist.destroy_process_group()
+
+
+def end_process(code: int) -> None:
+    """End a process that took part in a process group now, with `code`, without interpreter shutdown.
+
+    Why, from the core dumps of the aborts this prevents (bench/ddp_stress.py, BENCHMARKS.md): once
+    DDP has run, `destroy_process_group` leaves gloo's worker threads running (4 threads stay, against
+    1 without DDP), and a worker may release the last collectives' work objects, which hold tensors
+    with Python owners, while the interpreter is finalizing. Releasing them takes the GIL; a
+    finalizing interpreter ends any thread that asks for it, and the C++ runtime aborts the process
+    ("terminate called without an active exception", SIGABRT) after a run that succeeded: 3 launches
+    in 40 before any fix, 3 in 100 with only the barrier of close_distributed. Everything a run writes
+    is already on disk (atomic writes, fsynced); the standard streams are flushed here. A process that
+    never joined a group returns and ends as usual.
+    """
+    if not _joined_a_group:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or gone: nothing more can be said on it
+            pass
+    os._exit(code)
