@@ -21,6 +21,9 @@ from chargen.sample import SamplingSettings
 from chargen.vocab import UNK_ID, Vocab
 
 
+DEFAULT_TIME = 300.0  # seconds of training when no step, epoch or time limit is given (BENCHMARKS.md)
+
+
 def run_path(run: str | Path | None = None, checkpoint: str | Path | None = None) -> Path:
     """A run directory from a run name (under checkpoints/), a path, or the most recent run."""
     if checkpoint is None and run is not None and (Path(run) / CONFIG).is_file() and "/" in str(run):
@@ -82,7 +85,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         model, normalize = base.model_config, base.vocab.normalize  # the base's: its characters are what it knows
 
     with start_run(run_dir, "char", resume=resume, model=model or ModelConfig(), config=config, overrides=overrides,
-                   default_budget=TrainConfig.with_default_budget) as started:
+                   default_budget={"max_time": DEFAULT_TIME}) as started:
         model_config, config = started.model, started.config
         vocab, trained_on = (base.vocab if base else None), None
         finetune_record = base.record if base else None

@@ -228,7 +228,7 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
     run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or examples.name)
 
     with start_run(run_dir, "classify", resume=False, model=model_config, config=config or TrainConfig(),
-                   default_budget=_default_classify_budget) as started:
+                   default_budget={"max_time": CLASSIFY_DEFAULT_TIME}) as started:
         if started.dist.enabled:
             raise UserError("chargen classify train runs as one process; start it without torchrun")
         model_config, config = started.model, started.config
@@ -296,12 +296,6 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
                          f"pooling, {len(names)} classes, {len(train_texts):,} training / {len(val_texts):,} "
                          f"validation texts ({validation}), batch {task.batch_size}")
         return started.train(net, task, run_info, should_stop)
-
-
-def _default_classify_budget(config: TrainConfig) -> None:
-    """A couple of minutes when no step, epoch or time limit is given."""
-    if not (config.max_steps or config.epochs or config.max_time):
-        config.max_time = CLASSIFY_DEFAULT_TIME
 
 
 # -- using a trained run ----------------------------------------------------------------------------

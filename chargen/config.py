@@ -141,11 +141,9 @@ class TrainConfig:
             f"{self.epochs:g} epochs" if self.epochs else "",
             f"{self.max_time:g}s" if self.max_time else "") if part)
 
-    def with_default_budget(self) -> "TrainConfig":
-        """Five minutes when no step, epoch or time limit is given."""
-        if not (self.max_steps or self.epochs or self.max_time):
-            self.max_time = 300.0
-        return self
+    def has_budget(self) -> bool:
+        """Whether a step, epoch or time limit is given."""
+        return bool(self.max_steps or self.epochs or self.max_time)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -68,12 +68,12 @@ class StartedRun:
 
 @contextmanager
 def start_run(run_dir: Path, head: str, *, resume: bool, model: ModelConfig, config: TrainConfig,
-              overrides: dict | None = None, default_budget: Callable[[TrainConfig], None] | None = None
-              ) -> Iterator[StartedRun]:
+              overrides: dict | None = None, default_budget: dict | None = None) -> Iterator[StartedRun]:
     """Set up a new or resumed run of `head` in `run_dir`; leave it cleanly however training ends.
 
     resume: continue the run (its model and training settings, with `overrides` applied); otherwise a
-    run already in `run_dir` is an error. default_budget(config) fills in a budget when none is given.
+    run already in `run_dir` is an error. default_budget: the head's budget (TrainConfig fields, e.g.
+    {"max_time": 300.0}) for a new run given no step, epoch or time limit.
     """
     run_dir = Path(run_dir)
     saved = None
@@ -83,8 +83,8 @@ def start_run(run_dir: Path, head: str, *, resume: bool, model: ModelConfig, con
         check_complete(run_dir, (STATE,))
         model = ModelConfig.from_dict(saved["model"])
         config = dataclasses.replace(TrainConfig.from_dict(saved["train"]), **(overrides or {}))
-    elif default_budget is not None:
-        default_budget(config)
+    elif default_budget and not config.has_budget():
+        config = dataclasses.replace(config, **default_budget)
     config.validate()
     model.validate()  # before any data is read or cached: a mistake costs nothing
 

@@ -170,7 +170,8 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / name
 
     with start_run(run_dir, "series", resume=resume, model=model or ModelConfig(**SERIES_MODEL_DEFAULTS),
-                   config=config, overrides=overrides, default_budget=_default_series_budget) as started:
+                   config=config, overrides=overrides,
+                   default_budget={"epochs": SERIES_DEFAULT_EPOCHS}) as started:
         model_config, config = started.model, started.config
         settings = settings or SeriesConfig()
         if started.resuming:
@@ -209,12 +210,6 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
                          f"{len(values) - n_train} validation values, {len(task.train)} windows of "
                          f"{settings.window} ({mode}, horizon {settings.horizon}), batch {task.batch_size}")
         return started.train(net, task, run_info, should_stop)
-
-
-def _default_series_budget(config: TrainConfig) -> None:
-    """A series of a few hundred values trains in seconds: a number of epochs, not five minutes."""
-    if not (config.max_steps or config.epochs or config.max_time):
-        config.epochs = SERIES_DEFAULT_EPOCHS
 
 
 # -- using a trained run ----------------------------------------------------------------------------
