@@ -19,14 +19,16 @@ from chargen.classify_data import read_examples
 PREDICTED, PROBABILITY = "predicted", "probability"
 
 
-def write_predictions(labels: list[str], probs: np.ndarray, out: TextIO = sys.stdout) -> None:
+def write_predictions(labels: list[str], probs: np.ndarray, out: TextIO | None = None) -> None:
     """LABEL<TAB>PROBABILITY, one line per text, in the order given."""
+    out = out or sys.stdout  # the standard output of the moment, not of import time
     for label, p in zip(labels, probs.max(1)):
         out.write(f"{label}\t{p:.4f}\n")
 
 
-def predict_file(run, path: str | Path, text: str | None, out: TextIO = sys.stdout) -> None:
+def predict_file(run, path: str | Path, text: str | None, out: TextIO | None = None) -> None:
     """Classify every row of a CSV / TSV / JSON-lines file; write it back to `out` with the prediction added."""
+    out = out or sys.stdout  # the standard output of the moment, not of import time
     examples = read_examples(path, text or run.settings.text, None, normalize=run.vocab.normalize)
     labels, probs = run.predict(examples.texts)
     confidence = probs.max(1)
@@ -41,8 +43,9 @@ def predict_file(run, path: str | Path, text: str | None, out: TextIO = sys.stdo
         writer.writerow([*row, label, f"{p:.4f}"])
 
 
-def print_evaluation(result: dict, out: TextIO = sys.stdout) -> None:
+def print_evaluation(result: dict, out: TextIO | None = None) -> None:
     """Accuracy and macro-F1, per-class precision / recall / F1 / support, and the confusion matrix."""
+    out = out or sys.stdout  # the standard output of the moment, not of import time
     from rich.console import Console
     from rich.table import Table
 

@@ -317,8 +317,9 @@ def forecast(run: str | Path | SeriesRun | None = None, steps: int = 1,
     return Forecast(past, values)
 
 
-def write_forecast_csv(values: np.ndarray, out: TextIO = sys.stdout) -> None:
-    """`step,value` rows (step 1 is the value right after the history), full float precision."""
+def write_forecast_csv(values: np.ndarray, out: TextIO | None = None) -> None:
+    """`step,value` rows (step 1 is the value right after the history), full float precision; default stdout."""
+    out = out or sys.stdout
     out.write("step,value\n")
     for step, value in enumerate(values, 1):
         out.write(f"{step},{float(value)!r}\n")
@@ -400,10 +401,10 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     return Backtest(summary, values, n_train, origins, forecasts)
 
 
-def print_backtest(result: Backtest, out: TextIO = sys.stdout) -> None:
+def print_backtest(result: Backtest, out: TextIO | None = None) -> None:
     """The backtest as a rich table, on the console every command shows text through (`display.make_console`:
     colour only on a terminal, none under NO_COLOR; no markup, so a file name such as data[x].csv is shown
-    as it is)."""
+    as it is). out: default the standard output of the moment (not of import time)."""
     from rich.table import Table
 
     from chargen.display import make_console
