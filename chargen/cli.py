@@ -394,7 +394,7 @@ def add_series_parser(commands) -> None:
 
 def cmd_series_train(args: argparse.Namespace) -> int:
     from chargen.series import train_series
-    from chargen.series_data import SERIES_MODEL_DEFAULTS, SeriesConfig
+    from chargen.series_data import SERIES_MODEL_DEFAULTS, SERIES_TRAIN_DEFAULTS, SeriesConfig
 
     overrides = given(args, TrainConfig)
     return report_training(
@@ -402,7 +402,8 @@ def cmd_series_train(args: argparse.Namespace) -> int:
                              column=args.column, fill=args.fill, checkpoint=args.checkpoint,
                              settings=SeriesConfig(**given(args, SeriesConfig)),
                              model=ModelConfig(**{**SERIES_MODEL_DEFAULTS, **given(args, ModelConfig)}),
-                             config=TrainConfig(**overrides), resume=args.resume, overrides=overrides),
+                             config=TrainConfig(**{**SERIES_TRAIN_DEFAULTS, **overrides}), resume=args.resume,
+                             overrides=overrides),
         lambda m: f"best validation MSE {m['val_mse']:.4g} (MAE {m['val_mae']:.4g}) at step {m['step']}",
         "forecast with: chargen series forecast --checkpoint {run_dir} --steps 50")
 
@@ -415,7 +416,7 @@ def cmd_series_forecast(args: argparse.Namespace) -> int:
         png_path(args.plot)
     run = load_series(args.run, args.checkpoint)
     result = forecast(run, args.steps or run.settings.horizon, args.history, args.column, args.fill)
-    write_forecast_csv(result.values, sys.stdout)
+    write_forecast_csv(result, sys.stdout)
     sys.stdout.flush()
     show_plot(forecast_lines(result), args.plot, f"{run.run_dir.name}: forecast of {len(result.values)} steps")
     return 0

@@ -11,6 +11,7 @@ this module adds only what is particular to numbers (see series_data.py for read
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from chargen import loop
 from chargen.checkpoint import CONFIG, checkpoints_root, read_config
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError, first_line
@@ -29,10 +31,11 @@ from chargen.heads import require_head
 from chargen.log import info
 from chargen.plot import COLORS, Line
 from chargen.runtime import Distributed
-from chargen.series_data import (SERIES_DEFAULT_EPOCHS, SERIES_MODEL_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series,
-                                 SeriesConfig, check_sizes, detect_season,
-                                 from_values, load_source, read_series, split_point, synthetic, train_starts,
-                                 val_starts, values_digest, window_indices)
+from chargen.series_data import (SERIES_MODEL_DEFAULTS, SERIES_TRAIN_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series,
+                                 SeriesConfig, check_sizes, detect_season, from_values, load_source, read_series,
+                                 resolve, sized_budget, split_point, synthetic, train_starts, val_starts,
+                                 values_digest, window_indices)
+from chargen.series_relative import INTERVALS, MEDIAN, QUANTILES, level_and_base, pinball_loss, relative_inputs
 
 LOSS_FUNCTIONS = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
 HISTORY_KEPT = 200      # values of the series' end kept in config.json: what `forecast` starts from by default
@@ -71,16 +74,21 @@ class SeriesTask:
                             "run on one process or give a longer series")
         self.steps_per_epoch = math.ceil(len(self.train) / self.batch_size)
         self.items_per_step = self.batch_size
-        self.loss_fn = LOSS_FUNCTIONS[settings.loss]
+        self.loss_fn = LOSS_FUNCTIONS.get(settings.loss)
 
     def starts_epoch(self, step: int) -> bool:
         return step % self.steps_per_epoch == 0
 
     def windows(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs (B, W, 1) and targets (B, W, H) or (B, H) of the windows starting at `starts`."""
+        """Inputs (B, W, 1) and targets (B, W, H) or (B, H) of the windows starting at `starts`; normalised
+        per window: inputs (B, W, 2) and targets relative to the seasonal-naive forecast (series_relative.py)."""
         inputs, targets = window_indices(np.asarray(starts), self.settings)
-        return (self.values[torch.as_tensor(inputs, device=self.device)].unsqueeze(-1),
-                self.values[torch.as_tensor(targets, device=self.device)])
+        x = self.values[torch.as_tensor(inputs, device=self.device)]
+        y = self.values[torch.as_tensor(targets, device=self.device)]
+        if self.settings.normalise != "window":
+            return x.unsqueeze(-1), y
+        level, base = level_and_base(x, self.settings.season, self.settings.horizon)
+        return relative_inputs(x, level, self.settings.season), y - level - base
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the step's windows."""
@@ -89,10 +97,12 @@ class SeriesTask:
         chosen = self.train[order[k * self.batch_size:(k + 1) * self.batch_size]]
         return self.windows(np.array_split(chosen, self.dist.world)[self.dist.rank])
 
-    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The loss in standardised units; output (B, W, H); many-to-one scores only the last step."""
-        prediction = output[:, -1] if target.ndim == 2 else output
-        return self.loss_fn(prediction.float(), target)
+    def loss(self, output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The loss in scaled units; output (B, W, H x Q); many-to-one scores only the last step."""
+        prediction = (output[:, -1] if target.ndim == 2 else output).float()
+        if self.settings.loss == "quantile":
+            return pinball_loss(prediction, target, reduction)
+        return self.loss_fn(prediction, target, reduction=reduction)
 
     @torch.no_grad()
     def _score(self, model: nn.Module, starts: np.ndarray) -> tuple[float, float, float]:
@@ -102,8 +112,8 @@ class SeriesTask:
         for i in range(0, len(starts), EVAL_CHUNK):
             x, y = self.windows(starts[i:i + EVAL_CHUNK])
             output, _ = model(x)
-            prediction = (output[:, -1] if y.ndim == 2 else output).float()
-            loss += float(self.loss_fn(prediction, y, reduction="sum"))
+            loss += float(self.loss(output, y, reduction="sum"))
+            prediction = point(output[:, -1] if y.ndim == 2 else output, self.settings)
             sq += float(((prediction - y) ** 2).sum())
             ab += float((prediction - y).abs().sum())
             count += y.numel()
@@ -122,8 +132,14 @@ class SeriesTask:
 
     def describe(self, metrics: dict) -> str:
         where = "val" if self.held_out else "train (no validation part)"
-        return (f"{where} loss {metrics['val_loss']:.4g}, MSE {metrics['val_mse']:.4g}, MAE {metrics['val_mae']:.4g}"
-                f"; train MSE {metrics['train_mse']:.4g}")
+        units = " of the log" if self.settings.transform == "log" else ""
+        return (f"{where} loss {metrics['val_loss']:.4g}, MSE{units} {metrics['val_mse']:.4g}, MAE{units} "
+                f"{metrics['val_mae']:.4g}; train MSE {metrics['train_mse']:.4g}")
+
+
+def point(prediction: torch.Tensor, settings: SeriesConfig) -> torch.Tensor:
+    """The point forecast (..., H) of the model's outputs (..., H x Q): the median of a quantile run."""
+    return prediction.float().unflatten(-1, (settings.horizon, -1))[..., MEDIAN if settings.loss == "quantile" else 0]
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -157,9 +173,10 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
     from chargen.model import build_model, count_parameters
     from chargen.run_setup import start_run
 
-    config = config or TrainConfig()
+    config = config or TrainConfig(**SERIES_TRAIN_DEFAULTS)
     if max_time is not None:
         config.max_time = parse_duration(max_time) if isinstance(max_time, str) else float(max_time)
+    budget = None
     if resume:
         if checkpoint is None and run is None:
             raise UserError("--resume needs the run: --run NAME or --checkpoint PATH")
@@ -168,12 +185,18 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         series = _read(data, synthetic, length, noise, config.rng_seed, column, fill or "error")
         name = run or series.name.replace(":", "-")
         run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / name
+        (settings or SeriesConfig()).validate()
+        n_train = split_point(len(series.values), (settings or SeriesConfig()).val_fraction)
+        settings, season_found = resolve(settings or SeriesConfig(), series.values[:n_train])
+        budget = sized_budget(len(train_starts(n_train, settings)))
+        if not config.eval_every:
+            config = dataclasses.replace(config, eval_every=budget["eval_every"])
+        budget = {"max_steps": budget["max_steps"]}
 
     with start_run(run_dir, "series", resume=resume, model=model or ModelConfig(**SERIES_MODEL_DEFAULTS),
-                   config=config, overrides=overrides,
-                   default_budget={"epochs": SERIES_DEFAULT_EPOCHS}) as started:
+                   config=config, overrides=overrides, default_budget=budget) as started:
         model_config, config = started.model, started.config
-        settings = settings or SeriesConfig()
+        refitting = False
         if started.resuming:
             about = started.saved["series"]
             series = from_values(data) if data is not None and not isinstance(data, (str, Path)) else \
@@ -181,35 +204,64 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
             if values_digest(series.values) != about["sha256"]:
                 raise UserError(f"--resume: this is not the series the run was trained on ({about['name']}, "
                                 f"{about['values']} values); pass the same data or start a new --run")
-            settings = SeriesConfig.from_dict(about["settings"])
-        settings.validate()
+            settings = SeriesConfig.from_dict(about["settings"]).validate()
+            season_found, refitting = about.get("season_found", "given"), "refit" in about
 
         values = series.values
-        n_train = split_point(len(values), settings.val_fraction)
+        n_fit = split_point(len(values), settings.val_fraction)  # the part the scaler and the first training see
+        n_train = len(values) if refitting else n_fit
         check_sizes(len(values), n_train, settings)
-        scaler = Scaler.fit(values[:n_train])  # the training part only: validation stays unseen
-        season = detect_season(values[:n_train])
-        model_config.head, model_config.inputs, model_config.outputs = "series", 1, settings.horizon
+        scaler = Scaler.fit_relative(values[:n_fit], settings.season, settings.transform == "log") \
+            if settings.normalise == "window" else Scaler.fit(values[:n_fit])
+        model_config.head = "series"
+        model_config.inputs = 2 if settings.normalise == "window" else 1
+        model_config.outputs = settings.horizon * (len(QUANTILES) if settings.loss == "quantile" else 1)
+        scaled = scaler.transform(values)
+
+        def new_task(n: int) -> SeriesTask:
+            return SeriesTask(scaled, n, settings, config.batch_size, config.rng_seed, started.device, scaler.std,
+                              started.dist)
+
         torch.manual_seed(config.rng_seed)
         net = build_model(model_config)
-        task = SeriesTask(scaler.transform(values), n_train, settings, config.batch_size, config.rng_seed,
-                          started.device, scaler.std, started.dist)
+        task = new_task(n_train)
         if task.batch_size != config.batch_size:
             info(f"--batch-size {config.batch_size} is more than the {len(task.train)} training windows: "
                  f"using {task.batch_size} (full batch)")
             config.batch_size = task.batch_size
         run_info = {"series": {
             "name": series.name, "source": series.source, "sha256": values_digest(values),
-            "settings": settings.to_dict(), "scaler": scaler.to_dict(), "values": len(values),
-            "train_values": n_train, "val_values": len(values) - n_train, "season": season,
+            "settings": settings.to_dict(), "season_found": season_found, "scaler": scaler.to_dict(),
+            "values": len(values), "train_values": n_fit, "val_values": len(values) - n_fit,
+            "season": settings.season if settings.season > 1 else None,
             "history": [float(v) for v in values[-max(HISTORY_KEPT, settings.window):]],
         }}
+        if refitting:
+            run_info["series"]["refit"] = started.saved["series"]["refit"]
         mode = "many-to-many" if settings.target == "every" else "many-to-one"
+        season = f"season {settings.season} ({season_found})" if settings.season > 1 else "no season"
+        normalised = f"per window{', log' if settings.transform == 'log' else ''}" \
+            if settings.normalise == "window" else "standardised"
         started.announce(f"{model_config.layers}x{model_config.hidden} {model_config.cell.upper()} "
                          f"({count_parameters(net):,} parameters) on {series.name}: {n_train} training / "
                          f"{len(values) - n_train} validation values, {len(task.train)} windows of "
-                         f"{settings.window} ({mode}, horizon {settings.horizon}), batch {task.batch_size}")
-        return started.train(net, task, run_info, should_stop)
+                         f"{settings.window} ({mode}, horizon {settings.horizon}, {season}, {normalised}, "
+                         f"{settings.loss} loss), batch {task.batch_size}")
+        result = started.train(net, task, run_info, should_stop)
+        if refitting or not (settings.refit and task.held_out):
+            return result
+        # Validation chose the training length; the model that forecasts from the end of the series must
+        # also have learnt from its end, so a fresh model trains on every value for that many steps.
+        steps = int(result.metrics.get("step") or result.step) or 1
+        run_info["series"]["refit"] = {"selected_step": steps, "selected_by": result.metrics,
+                                       "train_values": len(values)}
+        if started.dist.is_main:
+            info(f"refit: validation chose {steps} steps; training a fresh model on all {len(values)} values for "
+                 f"{steps} steps")
+        config = dataclasses.replace(config, max_steps=steps, epochs=0.0, max_time=0.0, patience=0, eval_every=0)
+        torch.manual_seed(config.rng_seed)
+        return loop.train_loop(build_model(model_config), new_task(len(values)), config, run_dir, run_info,
+                               dist=started.dist, should_stop=should_stop)
 
 
 # -- using a trained run ----------------------------------------------------------------------------
@@ -246,6 +298,9 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
         detail = f"no {e.args[0]!r} in it" if isinstance(e, KeyError) else first_line(e)
         raise UserError(f"{run_dir / CONFIG}: the series section is damaged ({detail}); the run cannot be "
                         "used — retrain it") from None
+    if min(settings.window, settings.horizon, settings.season) < 1:
+        raise UserError(f"{run_dir / CONFIG}: the series section is damaged (window {settings.window}, horizon "
+                        f"{settings.horizon}, season {settings.season}); the run cannot be used — retrain it")
     if not (math.isfinite(scaler.mean) and math.isfinite(scaler.std) and scaler.std > 0) \
             or history.ndim != 1 or not np.isfinite(history).all():
         raise UserError(f"{run_dir / CONFIG}: the series section holds impossible values (standardisation mean "
@@ -255,28 +310,39 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
 
 
 @torch.no_grad()
-def roll(model: nn.Module, contexts: np.ndarray, steps: int, target: str) -> np.ndarray:
-    """Forecast `steps` standardised values after each context row: (B, T) -> (B, steps).
+def roll(model: nn.Module, contexts: np.ndarray, steps: int, settings: SeriesConfig) -> np.ndarray:
+    """Forecast `steps` scaled values after each context row: (B, T) -> (B, steps, Q), the Q = 5 QUANTILES
+    of each value for a quantile run, else Q = 1 (the point forecast).
 
+    The model predicts H values at once; beyond them the point forecast is fed back, H at a time.
     "every" (many-to-many): the model learnt to predict after every step from the state it carries, so
-    the state is primed on the context once and each block of H predictions is fed back through it.
-    "last" (many-to-one): the model learnt only whole windows from a zero state, so each block of H comes
-    from the last T values (the context, then the predictions) run afresh.
+    the state is primed on the context once and each block is fed through it.
+    "last" (many-to-one): the model learnt whole windows from a zero state, so each block comes from the
+    last T values (the context, then the forecasts) run afresh; normalised per window, each such window
+    is made relative to its own level and season first.
     """
-    x = torch.as_tensor(np.asarray(contexts), dtype=torch.float32).unsqueeze(-1)  # (B, T, 1)
-    length = x.shape[1]
-    output, hidden = model(x)
-    blocks = [output[:, -1]]  # (B, H): the H values after the context
-    made = blocks[0].shape[1]
+    x = torch.as_tensor(np.asarray(contexts), dtype=torch.float32)  # (B, T)
+    width, horizon, season = x.shape[1], settings.horizon, settings.season
+    central = MEDIAN if settings.loss == "quantile" else 0
+    blocks: list[torch.Tensor] = []
+    fed, hidden = x, None
+    made = 0
     while made < steps:
-        if target == "every":
-            output, hidden = model(blocks[-1].unsqueeze(-1), hidden)
+        shift = 0.0
+        if settings.normalise == "window":
+            level, base = level_and_base(x[:, -width:], season, horizon)
+            output, _ = model(relative_inputs(x[:, -width:], level, season))
+            shift = (level + base).unsqueeze(-1)                                   # (B, H, 1)
+        elif settings.target == "every":
+            output, hidden = model(fed.unsqueeze(-1), hidden)
         else:
-            x = torch.cat([x, blocks[-1].unsqueeze(-1)], dim=1)[:, -length:]
-            output, _ = model(x)
-        blocks.append(output[:, -1])
-        made += blocks[-1].shape[1]
-    return torch.cat(blocks, dim=1)[:, :steps].float().numpy()
+            output, _ = model(x[:, -width:].unsqueeze(-1))
+        block = output[:, -1].float().unflatten(-1, (horizon, -1)) + shift        # (B, H, Q)
+        blocks.append(block)
+        fed = block[..., central]
+        x = torch.cat([x, fed], dim=1)
+        made += horizon
+    return torch.cat(blocks, dim=1)[:, :steps].numpy()
 
 
 @dataclass
@@ -284,7 +350,8 @@ class Forecast:
     """The history a forecast started from and the forecast values, both in data units."""
 
     history: np.ndarray
-    values: np.ndarray
+    values: np.ndarray                      # (steps,) the point forecast: the median of a quantile run
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]] | None = None   # {80: (low, high), 95: ...}
 
 
 def forecast(run: str | Path | SeriesRun | None = None, steps: int = 1,
@@ -312,17 +379,32 @@ def forecast(run: str | Path | SeriesRun | None = None, steps: int = 1,
     if len(past) < window:
         info(f"the history has {len(past)} values, fewer than the run's window ({window}): "
              "forecasting from the shorter context")
-    context = sr.scaler.transform(past[-window:])[None, :]
-    values = sr.scaler.inverse(roll(sr.model, context, steps, sr.settings.target)[0])
-    return Forecast(past, values)
+    if steps > sr.settings.horizon and sr.settings.loss == "quantile":
+        info(f"values beyond the run's horizon ({sr.settings.horizon}) are forecast from the forecasts before "
+             "them: their intervals leave out the uncertainty of those, so they are too narrow")
+    forecasts = sr.scaler.inverse(roll(sr.model, sr.scaler.transform(past[-window:])[None, :], steps,
+                                       sr.settings)[0])   # (steps, Q)
+    return Forecast(past, *split_quantiles(forecasts, sr.settings))
 
 
-def write_forecast_csv(values: np.ndarray, out: TextIO | None = None) -> None:
-    """`step,value` rows (step 1 is the value right after the history), full float precision; default stdout."""
+def split_quantiles(forecasts: np.ndarray, settings: SeriesConfig) -> tuple[np.ndarray, dict | None]:
+    """(..., Q) forecasts -> the point forecast (...) and, for a quantile run, {80: (low, high), 95: ...}."""
+    if settings.loss != "quantile":
+        return forecasts[..., 0], None
+    return forecasts[..., MEDIAN], {level: (forecasts[..., lo], forecasts[..., hi])
+                                    for level, (lo, hi) in INTERVALS.items()}
+
+
+def write_forecast_csv(result: Forecast, out: TextIO | None = None) -> None:
+    """`step,value` rows (step 1 is the value right after the history), full float precision, and for a
+    quantile run the interval bounds `low_95,low_80,high_80,high_95`; default stdout."""
     out = out or sys.stdout
-    out.write("step,value\n")
-    for step, value in enumerate(values, 1):
-        out.write(f"{step},{float(value)!r}\n")
+    bounds = []
+    if result.intervals is not None:
+        bounds = [result.intervals[95][0], result.intervals[80][0], result.intervals[80][1], result.intervals[95][1]]
+    out.write("step,value" + (",low_95,low_80,high_80,high_95" if bounds else "") + "\n")
+    for i, value in enumerate(result.values):
+        out.write(",".join([str(i + 1), repr(float(value))] + [repr(float(b[i])) for b in bounds]) + "\n")
 
 
 # -- backtest ----------------------------------------------------------------------------------------
@@ -378,12 +460,15 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     season_source = "given" if season else "detected"
     if season is not None and season < 1:
         raise UserError(f"--season must be a positive integer, not {season}")
+    if not season and settings.season > 1:  # the run's own season (given or detected when it trained)
+        season, season_source = settings.season, about.get("season_found", "given")
     season = season or detect_season(values[:n_train])
     if season is None:
         season_source = "none found"
 
     contexts = values[origins[:, None] - settings.window + np.arange(settings.window)[None, :]]
-    forecasts = sr.scaler.inverse(roll(sr.model, sr.scaler.transform(contexts), steps, settings.target))
+    forecasts, intervals = split_quantiles(
+        sr.scaler.inverse(roll(sr.model, sr.scaler.transform(contexts), steps, settings)), settings)
     ahead = np.arange(steps)[None, :]
     truth = values[origins[:, None] + ahead]
     naive = np.repeat(values[origins - 1][:, None], steps, axis=1)
@@ -391,6 +476,9 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     train = values[:n_train]
     scale = float(np.mean(np.abs(train[lag:] - train[:-lag]))) if n_train > lag else 0.0
     rows = [_figures(f"model ({sr.describe()})", forecasts, truth, scale), _figures("naive", naive, truth, scale)]
+    if intervals is not None:  # the share of true values inside each prediction interval
+        rows[0]["coverage"] = {str(level): float(np.mean((truth >= low) & (truth <= high)))
+                               for level, (low, high) in intervals.items()}
     if season:
         seasonal = values[origins[:, None] + ahead - season * (ahead // season + 1)]
         rows.append(_figures(f"seasonal naive (m={season})", seasonal, truth, scale))
@@ -416,12 +504,14 @@ def print_backtest(result: Backtest, out: TextIO | None = None) -> None:
                           f"horizon {s['horizon']}, {season}; MASE = MAE / {s['mase_scale']:.4g}, "
                           f"the lag-{s['mase_lag']} naive MAE of the training part")
     table.add_column("method")
-    for name in ("MSE", "MAE", "MASE"):
+    levels = sorted(int(k) for k in s["rows"][0].get("coverage", {}))
+    for name in ["MSE", "MAE", "MASE"] + [f"in {level}% interval" for level in levels]:
         table.add_column(name, justify="right")
     best = min(row["mse"] for row in s["rows"])
     for row in s["rows"]:
         mase = "-" if row["mase"] is None else f"{row['mase']:.3f}"
-        table.add_row(row["method"], f"{row['mse']:.4g}", f"{row['mae']:.4g}", mase,
+        covered = [f"{row['coverage'][str(level)]:.0%}" if "coverage" in row else "" for level in levels]
+        table.add_row(row["method"], f"{row['mse']:.4g}", f"{row['mae']:.4g}", mase, *covered,
                       style="bold" if row["mse"] == best else None)
     make_console(out).print(table, soft_wrap=False)  # the caption wraps to the table's width
 

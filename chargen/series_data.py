@@ -32,25 +32,31 @@ SYNTHETIC = ("sine", "noisy-sine", "sum-of-sines")
 SYNTHETIC_STEP = 0.1          # x advances 0.1 per value: one sine period is 2*pi/0.1 ~ 62.8 values
 SYNTHETIC_LENGTH = 1000
 TARGETS = ("every", "last")
-LOSSES = ("mse", "mae", "huber")
+LOSSES = ("quantile", "mse", "mae", "huber")
+NORMALISATIONS = ("auto", "window", "global")
+TRANSFORMS = ("auto", "log", "none")
+AUTO_HORIZON = (6, 48)   # 2 seasons, within these bounds (M4's horizons: yearly 6 ... hourly 48)
 FILLS = ("error", "interpolate")
 MISSING = {"", "na", "n/a", "nan", "null", "none", "?", "-"}
 
 
-# A series model is small: a character model's 2x256 default would only overfit a few thousand values
-# and take minutes. These replace ModelConfig's defaults for the series head (options still override);
-# the LSTM is what the series figures in the README were measured with.
-SERIES_MODEL_DEFAULTS = {"cell": "lstm", "hidden": 64, "layers": 1, "embedding": 16}
-SERIES_DEFAULT_EPOCHS = 100  # the budget when none is given: seconds on a CPU for a series of thousands
+# A series model is small: a character model's 2x256 default would only overfit a few hundred values and
+# take minutes. These replace ModelConfig's and TrainConfig's defaults for the series head (options still
+# override); measured on the real series of bench/forecast.py. A constant learning rate after warm-up, so
+# that the refit on the whole series (as many steps as validation chose) follows the same path.
+SERIES_MODEL_DEFAULTS = {"cell": "gru", "hidden": 32, "layers": 1, "embedding": 16}
+SERIES_TRAIN_DEFAULTS = {"lr": 3e-3, "lr_floor": 1.0, "weight_decay": 0.0, "batch_size": 64, "patience": 8}
 # The model and training options that mean something else for a series, and those it has no use for.
 SERIES_OPTION_HELP = {
     "embedding": "size of the input projection (values -> the recurrent core)",
     "batch_size": "windows per step (all processes together); more than there are = full batch",
-    "epochs": "stop after this many passes over the training windows (the default applies when neither "
-              "--max-steps nor --max-time is given)",
+    "epochs": "stop after this many passes over the training windows (0 = no limit)",
+    "max_steps": "stop after this many steps (default, when no budget is given: 8 per training window, "
+                 "400 to 2000)",
     "max_time": "stop after this long, e.g. 90, 90s, 5m, 1h (0 = no limit)",
 }
-SERIES_OPTION_DEFAULTS = {**SERIES_MODEL_DEFAULTS, "epochs": SERIES_DEFAULT_EPOCHS, "max_time": "none"}
+SERIES_OPTION_DEFAULTS = {**SERIES_MODEL_DEFAULTS, **SERIES_TRAIN_DEFAULTS, "max_steps": "sized to the series",
+                          "eval_every": "sized to the series", "max_time": "none"}
 SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len", "pooling")
 
 
@@ -58,22 +64,37 @@ SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len", "pooling")
 class SeriesConfig:
     """How a series becomes training windows; saved in config.json, each field an option of `series train`."""
 
-    window: int = option(50, "input values per window: how far back the model looks", minimum=1)
-    horizon: int = option(1, "values predicted at once (the model's outputs)", minimum=1)
-    target: str = option("every", "every = the next value(s) after each input step (many-to-many); last = the "
-                         "value(s) after the window (many-to-one)", choices=TARGETS)
-    loss: str = option("mse", "the training loss", choices=LOSSES)
-    val_fraction: float = option(0.2, "last part of the series held out for validation; 0 = none")
+    window: int = option(0, "input values per window: how far back the model looks (0 = auto: two seasons "
+                         "or two horizons, at least 8)", minimum=0)
+    horizon: int = option(0, "values predicted at once (0 = auto: two seasons, 6 to 48)", minimum=0)
+    season: int = option(0, "the season's length in values, e.g. 12 for monthly data (0 = detected by "
+                         "autocorrelation; 1 = none)", minimum=0)
+    target: str = option("last", "last = the value(s) after the window (many-to-one); every = the next value(s) "
+                         "after each input step (many-to-many)", choices=TARGETS)
+    normalise: str = option("auto", "window = each window relative to its own level and season (follows a "
+                            "trend out of the training range; needs --target last); global = standardised "
+                            "once; auto = window for --target last", choices=NORMALISATIONS)
+    transform: str = option("auto", "log = model the logarithm (a trend or season that grows with the level; "
+                            "positive series only); auto = log when every value is positive and the "
+                            "windows are normalised", choices=TRANSFORMS)
+    loss: str = option("quantile", "quantile = the pinball loss of the median and the 80%% and 95%% interval "
+                       "bounds (forecasts with intervals); or mse, mae, huber (a point forecast)", choices=LOSSES)
+    val_fraction: float = option(0.2, "last part of the series held out to choose the training length; 0 = none")
+    refit: bool = option(True, "after validation chose the training length, train again on the whole series "
+                         "for that many steps (the forecast then knows the latest values)")
 
     def validate(self) -> "SeriesConfig":
         """Refuse impossible settings with the option's name."""
-        for name in ("window", "horizon"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise UserError(f"--{name} must be a positive integer, not {getattr(self, name)}")
-        if self.target not in TARGETS:
-            raise UserError(f"--target {self.target!r}: choose one of {', '.join(TARGETS)}")
-        if self.loss not in LOSSES:
-            raise UserError(f"--loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        for name in ("window", "horizon", "season"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise UserError(f"--{name} must be a positive integer (or 0 = auto), not {getattr(self, name)}")
+        for name, choices in (("target", TARGETS), ("loss", LOSSES), ("normalise", NORMALISATIONS),
+                              ("transform", TRANSFORMS)):
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name} {getattr(self, name)!r}: choose one of {', '.join(choices)}")
+        if self.normalise == "window" and self.target == "every":
+            raise UserError("--normalise window needs --target last (a window's level is known only at its end); "
+                            "use --normalise global with --target every")
         if not 0.0 <= self.val_fraction < 1.0:
             raise UserError(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
         return self
@@ -267,10 +288,16 @@ def split_point(n_values: int, val_fraction: float) -> int:
 
 @dataclass
 class Scaler:
-    """Standardisation (x - mean) / std, fitted on the training part only."""
+    """Values -> what the model sees: (log(v) if log else v) - mean) / std, fitted on the training part only.
+
+    Global standardisation fits the mean and std; window normalisation removes each window's level
+    itself (series_relative.py), so it keeps mean 0 and divides by the mean absolute seasonal
+    difference, the typical change of the series from one season to the next (the scale of MASE).
+    """
 
     mean: float
     std: float
+    log: bool = False
 
     @classmethod
     def fit(cls, values: np.ndarray) -> "Scaler":
@@ -278,18 +305,38 @@ class Scaler:
         # A constant series has nothing to scale: keep its units rather than divide by zero.
         return cls(float(np.mean(values)), std if std > 1e-12 else 1.0)
 
+    @classmethod
+    def fit_relative(cls, values: np.ndarray, season: int, log: bool) -> "Scaler":
+        z = np.log(values) if log else np.asarray(values, dtype=np.float64)
+        change = 0.0
+        for lag in dict.fromkeys((season, 1)):  # an exact repetition has no seasonal change: then step to step
+            if len(z) > lag and not change > 1e-12:
+                change = float(np.mean(np.abs(z[lag:] - z[:-lag])))
+        if not change > 1e-12:
+            raise UserError(f"the training part of the series is constant ({len(z)} values of {float(values[0]):g}): "
+                            "there is nothing to learn; forecast it as that value")
+        return cls(0.0, change, log)
+
     def transform(self, values: np.ndarray) -> np.ndarray:
-        return (np.asarray(values, dtype=np.float64) - self.mean) / self.std
+        values = np.asarray(values, dtype=np.float64)
+        if self.log:
+            if np.any(values <= 0):
+                raise UserError(f"the run models the logarithm of the series, but the values include "
+                                f"{float(values[values <= 0][0]):g}; give a positive history, or retrain with "
+                                "--transform none")
+            values = np.log(values)
+        return (values - self.mean) / self.std
 
     def inverse(self, values: np.ndarray) -> np.ndarray:
-        return np.asarray(values, dtype=np.float64) * self.std + self.mean
+        values = np.asarray(values, dtype=np.float64) * self.std + self.mean
+        return np.exp(values) if self.log else values
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Scaler":
-        return cls(float(data["mean"]), float(data["std"]))
+        return cls(float(data["mean"]), float(data["std"]), bool(data.get("log", False)))
 
 
 def train_starts(n_train: int, settings: SeriesConfig) -> np.ndarray:
@@ -327,6 +374,39 @@ def check_sizes(n_values: int, n_train: int, settings: SeriesConfig) -> None:
         raise UserError(f"the validation part has {n_values - n_train} values; a many-to-many window needs "
                         f"{need_val} (--window + --horizon - 1): raise --val-fraction, lower --window, "
                         "or use --target last")
+
+
+def resolve(settings: SeriesConfig, train_values: np.ndarray) -> tuple[SeriesConfig, str]:
+    """The automatic settings made concrete for this series (season, horizon, window, normalisation,
+    transform), and how the season was found ("given", "detected" or "none found")."""
+    season, found = settings.season, "given"
+    if not season:
+        season = detect_season(train_values) or 1
+        found = "detected" if season > 1 else "none found"
+    horizon = settings.horizon or min(max(2 * season, AUTO_HORIZON[0]), AUTO_HORIZON[1])
+    window = settings.window or max(2 * season, 2 * horizon, 8)
+    normalise = settings.normalise
+    if normalise == "auto":
+        normalise = "window" if settings.target == "last" else "global"
+    transform = settings.transform
+    if transform == "auto":
+        transform = "log" if normalise == "window" and bool(np.all(train_values > 0)) else "none"
+    if transform == "log" and np.any(train_values <= 0):
+        raise UserError("--transform log needs a positive series, and this one has values <= 0; "
+                        "use --transform none")
+    concrete = SeriesConfig(**{**asdict(settings), "season": season, "horizon": horizon, "window": window,
+                               "normalise": normalise, "transform": transform})
+    return concrete.validate(), found
+
+
+def sized_budget(n_windows: int) -> dict:
+    """The training budget of a series run given none: steps and evaluations sized to its training windows.
+
+    8 steps per window, 400 to 2000 (a few hundred values get hundreds of steps, not tens of thousands),
+    and an evaluation every twentieth of that (also when the budget is given).
+    """
+    steps = int(min(max(8 * n_windows, 400), 2000))
+    return {"max_steps": steps, "eval_every": max(10, steps // 20)}  # patience: SERIES_TRAIN_DEFAULTS
 
 
 # -- seasonality ----------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ from chargen.series_data import SeriesConfig, synthetic  # noqa: E402
 SINE_LENGTH = 1000      # sin(0.1 t): 800 values train (750 windows of 50), the last 200 validate
 SINE_REPORTED = {"rnn": 6e-4, "lstm": 1e-3}   # the tutorial's reported MSE
 ADAM = dict(warmup_steps=0, lr_floor=1.0, weight_decay=0.0)
+# The tutorials' own recipe: values standardised once, the MSE loss, the model validation chose kept as it is
+# (chargen's forecasting defaults normalise each window, predict quantiles and refit on the whole series).
+AS_TAUGHT = dict(normalise="global", loss="mse", refit=False)
 
 
 def sine_many_to_many(cell: str, runs: Path) -> dict:
@@ -35,7 +38,7 @@ def sine_many_to_many(cell: str, runs: Path) -> dict:
     from chargen.series import train_series
 
     result = train_series(synthetic="sine", length=SINE_LENGTH, checkpoint=runs / f"sine-{cell}",
-                          settings=SeriesConfig(window=50, horizon=1, target="every"),
+                          settings=SeriesConfig(window=50, horizon=1, target="every", **AS_TAUGHT),
                           model=ModelConfig(cell=cell, hidden=32, layers=1, embedding=16),
                           config=TrainConfig(batch_size=SINE_LENGTH, epochs=100, lr=0.01, **ADAM))
     return {**result.metrics, "steps": result.step, "run_dir": result.run_dir}
@@ -47,7 +50,7 @@ def next_value(runs: Path) -> dict:
     from chargen.series import train_series
 
     result = train_series(synthetic="sine", length=SINE_LENGTH, checkpoint=runs / "next-value",
-                          settings=SeriesConfig(window=50, horizon=1, target="last"),
+                          settings=SeriesConfig(window=50, horizon=1, target="last", **AS_TAUGHT),
                           model=ModelConfig(cell="lstm", hidden=64, layers=1, embedding=16),
                           config=TrainConfig(batch_size=64, epochs=30, lr=1e-3, **ADAM))
     return {**result.metrics, "steps": result.step, "run_dir": result.run_dir}
@@ -58,7 +61,7 @@ def toy(runs: Path) -> dict:
     from chargen.series import forecast, train_series
 
     result = train_series([1, 2, 3, 4, 5], checkpoint=runs / "toy",
-                          settings=SeriesConfig(window=4, horizon=1, target="last", val_fraction=0.0),
+                          settings=SeriesConfig(window=4, horizon=1, target="last", val_fraction=0.0, **AS_TAUGHT),
                           model=ModelConfig(cell="lstm", hidden=16, layers=1, embedding=8),
                           config=TrainConfig(max_steps=200, lr=0.01, **ADAM))
     asked = {tuple(h): float(forecast(result.run_dir, 1, history=h).values[0])

@@ -15,7 +15,7 @@ from chargen import loop
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import UserError
 from chargen.plot import Line, png_bytes, render, text_plot
-from chargen.series import (SeriesTask, backtest, forecast, load_series, roll, train_series,
+from chargen.series import (Forecast, SeriesTask, backtest, forecast, load_series, roll, train_series,
                             write_forecast_csv)
 from chargen.series_data import (Scaler, SeriesConfig, detect_season, read_series, split_point, synthetic,
                                  train_starts, val_starts, window_indices)
@@ -23,6 +23,7 @@ from chargen.series_data import (Scaler, SeriesConfig, detect_season, read_serie
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = dict(hidden=16, layers=1, embedding=8)
 ADAM = dict(warmup_steps=0, lr_floor=1.0, weight_decay=0.0)
+GLOBAL = dict(normalise="global", loss="mse", refit=False)  # the plain regressor: standardised once, MSE
 
 
 def tutorials():
@@ -42,7 +43,8 @@ def sine_run(tmp_path_factory) -> Path:
     r = run_cli("series", "train", "--synthetic", "sine", "--length", "400", "--checkpoint", str(run_dir),
                 "--window", "40", "--cell", "rnn", "--hidden", "24", "--layers", "1", "--embedding", "8",
                 "--batch-size", "1000", "--epochs", "80", "--lr", "0.01", "--warmup-steps", "0",
-                "--lr-floor", "1", "--weight-decay", "0", "--rng-seed", "3", timeout=600)
+                "--lr-floor", "1", "--weight-decay", "0", "--rng-seed", "3", "--target", "every", "--horizon", "1",
+                "--loss", "mse", "--no-refit", timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""  # training prints nothing on stdout
     assert "full batch" in r.stderr and "best validation MSE" in r.stderr
@@ -68,27 +70,31 @@ def test_regressor_shares_the_core_module_and_the_one_training_loop(monkeypatch,
     result = train_series(synthetic="sine", length=200, checkpoint=tmp_path / "run",
                           settings=SeriesConfig(window=10, horizon=3, target="last"),
                           model=ModelConfig(**TINY_MODEL), config=TrainConfig(max_steps=4, batch_size=8))
-    (model, task), = calls
-    assert isinstance(model, SeriesRegressor) and isinstance(task, SeriesTask)
+    (model, task), (refit_model, refit_task) = calls  # chosen on validation, then refit on every value
+    assert all(isinstance(m, SeriesRegressor) for m in (model, refit_model))
+    assert all(isinstance(t, SeriesTask) for t in (task, refit_task))
+    assert task.held_out and not refit_task.held_out and len(refit_task.train) > len(task.train)
     assert result.step == 4 and result.status == "finished"
     assert {"config.json", "model.safetensors", "trainer_state.pt"} <= {p.name for p in (tmp_path / "run").iterdir()}
-    assert model.head.out_features == 3  # --horizon is the number of outputs
+    assert model.head.out_features == 3 * 5  # --horizon values, 5 quantiles of each
 
 
-def test_without_options_a_small_model_trains_for_a_fixed_number_of_epochs(tmp_path):
-    """The series defaults are a series model's (1x64), not the character model's 2x512, and with no
-    budget given the run is a fixed number of epochs rather than the character model's 5 minutes."""
-    from chargen.series_data import SERIES_DEFAULT_EPOCHS, SERIES_MODEL_DEFAULTS
+def test_without_options_the_model_and_its_budget_are_sized_to_the_series(tmp_path):
+    """The series defaults are a small model's, not the character model's, and with no budget given the
+    steps follow the number of training windows: 8 each, 400 to 2000 (a few hundred values must not get
+    tens of thousands of steps), evaluated every twentieth, stopped after 8 evaluations without progress."""
+    from chargen.series_data import SERIES_MODEL_DEFAULTS, sized_budget
 
     result = train_series(synthetic="sine", length=120, checkpoint=tmp_path / "run",
-                          settings=SeriesConfig(window=20))
+                          settings=SeriesConfig(window=20, horizon=4, refit=False))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert {k: config["model"][k] for k in SERIES_MODEL_DEFAULTS} == SERIES_MODEL_DEFAULTS
-    assert config["train"]["epochs"] == SERIES_DEFAULT_EPOCHS and config["train"]["max_time"] == 0
-    assert result.status == "finished"
-    windows = len(train_starts(config["series"]["train_values"], SeriesConfig(window=20)))
-    steps_per_epoch = -(-windows // config["train"]["batch_size"])
-    assert result.step == SERIES_DEFAULT_EPOCHS * steps_per_epoch
+    windows = len(train_starts(config["series"]["train_values"], SeriesConfig(window=20, horizon=4)))
+    assert windows == 73 and config["train"]["max_steps"] == sized_budget(windows)["max_steps"] == 8 * 73
+    assert config["train"]["eval_every"] == 8 * 73 // 20 and config["train"]["patience"] == 8
+    assert config["train"]["epochs"] == 0 and config["train"]["max_time"] == 0
+    assert result.step <= 8 * 73
+    assert sized_budget(30)["max_steps"] == 400 and sized_budget(10_000)["max_steps"] == 2000  # the bounds
 
 
 def test_resume_is_exact(tmp_path):
@@ -117,7 +123,7 @@ def test_standardisation_round_trip_and_it_is_stored_with_the_run(tmp_path):
     np.testing.assert_allclose(scaler.inverse(scaler.transform(values)), values, rtol=1e-12)
     assert Scaler.fit(np.full(5, 3.0)).std == 1.0  # a constant series keeps its units
 
-    train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(window=10),
+    train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(window=10, horizon=1, **GLOBAL),
                  model=ModelConfig(**TINY_MODEL), config=TrainConfig(max_steps=1))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["series"]
     assert saved["scaler"] == scaler.to_dict() and saved["train_values"] == 80
@@ -149,7 +155,7 @@ def test_no_look_ahead_in_the_split(target, horizon):
 
 
 def test_an_epoch_visits_every_training_window_once():
-    settings = SeriesConfig(window=5, target="last")
+    settings = SeriesConfig(window=5, horizon=1, target="last", **GLOBAL)
     task = SeriesTask(np.arange(50, dtype=float), 40, settings, 8, seed=0, device=torch.device("cpu"))
     firsts = torch.cat([task.batch(s)[0][:, 0, 0] for s in range(task.steps_per_epoch)])
     assert sorted(firsts.tolist()) == list(range(len(task.train)))
@@ -159,9 +165,10 @@ def test_an_epoch_visits_every_training_window_once():
 
 def test_too_short_series_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="training part has 8 values but one window needs 11"):
-        train_series(list(range(10)), checkpoint=tmp_path / "r", settings=SeriesConfig(window=10))
+        train_series(list(range(10)), checkpoint=tmp_path / "r", settings=SeriesConfig(window=10, horizon=1))
     with pytest.raises(UserError, match="validation part has 10 values"):
-        train_series(list(range(50)), checkpoint=tmp_path / "r", settings=SeriesConfig(window=20))
+        train_series(list(range(50)), checkpoint=tmp_path / "r",
+                     settings=SeriesConfig(window=20, horizon=1, target="every"))
 
 
 def test_season_is_detected_by_autocorrelation():
@@ -212,13 +219,16 @@ def test_csv_bad_values_name_the_line_or_are_interpolated(tmp_path):
 # -- forecasting -------------------------------------------------------------------------------------------
 def test_rolling_forward_feeds_predictions_back_exactly():
     """Many-to-many: each forecast is what one forward pass over context + earlier forecasts predicts;
-    many-to-one: each block of H is the prediction from the last window of values."""
+    many-to-one: each block of H is the prediction from the last window of values; normalised per window:
+    each block is the network's quantiles over the relative window, plus the window's level and
+    seasonal-naive base."""
     torch.manual_seed(0)
     from chargen.model import build_model
+    from chargen.series_relative import level_and_base, relative_inputs
 
     many = build_model(ModelConfig(head="series", cell="gru", **TINY_MODEL)).eval()
     context = np.random.default_rng(0).normal(size=(2, 9))
-    rolled = roll(many, context, 5, "every")
+    rolled = roll(many, context, 5, SeriesConfig(window=9, horizon=1, target="every", **GLOBAL))[..., 0]
     assert rolled.shape == (2, 5)
     full = torch.as_tensor(np.concatenate([context, rolled[:, :-1]], axis=1), dtype=torch.float32)
     with torch.no_grad():
@@ -226,7 +236,7 @@ def test_rolling_forward_feeds_predictions_back_exactly():
     np.testing.assert_allclose(rolled, one_pass, atol=1e-5)
 
     one = build_model(ModelConfig(head="series", outputs=3, **TINY_MODEL)).eval()
-    rolled = roll(one, context, 7, "last")
+    rolled = roll(one, context, 7, SeriesConfig(window=9, horizon=3, target="last", **GLOBAL))[..., 0]
     assert rolled.shape == (2, 7)
     with torch.no_grad():
         first = one(torch.as_tensor(context, dtype=torch.float32).unsqueeze(-1))[0][:, -1].numpy()
@@ -234,6 +244,18 @@ def test_rolling_forward_feeds_predictions_back_exactly():
         second = one(torch.as_tensor(window, dtype=torch.float32).unsqueeze(-1))[0][:, -1].numpy()
     np.testing.assert_allclose(rolled[:, :3], first, atol=1e-6)
     np.testing.assert_allclose(rolled[:, 3:6], second, atol=1e-6)
+
+    relative = build_model(ModelConfig(head="series", inputs=2, outputs=3 * 5, **TINY_MODEL)).eval()
+    settings = SeriesConfig(window=9, horizon=3, season=4, target="last", normalise="window")
+    rolled = roll(relative, context, 6, settings)
+    assert rolled.shape == (2, 6, 5)
+    x = torch.as_tensor(context, dtype=torch.float32)
+    with torch.no_grad():
+        level, base = level_and_base(x, 4, 3)
+        quantiles = relative(relative_inputs(x, level, 4))[0][:, -1].unflatten(-1, (3, 5))
+    np.testing.assert_allclose(rolled[:, :3], (quantiles + (level + base)[..., None]).numpy(), atol=1e-5)
+    # the seasonal-naive base: value k ahead is the one a season before it, relative to the last season's mean
+    np.testing.assert_allclose((level + base).numpy(), context[:, [5, 6, 7]], atol=1e-6)
 
 
 def test_forecast_continues_the_sine_in_data_units(sine_run):
@@ -256,8 +278,13 @@ def test_forecast_csv_format():
     import io
 
     out = io.StringIO()
-    write_forecast_csv(np.array([0.5, -1.25]), out)
+    write_forecast_csv(Forecast(np.zeros(3), np.array([0.5, -1.25])), out)
     assert out.getvalue() == "step,value\n1,0.5\n2,-1.25\n"
+    out = io.StringIO()
+    bounds = {80: (np.array([0.0, -2.0]), np.array([1.0, 0.0])), 95: (np.array([-1.0, -3.0]), np.array([2.0, 1.5]))}
+    write_forecast_csv(Forecast(np.zeros(3), np.array([0.5, -1.25]), bounds), out)
+    assert out.getvalue() == ("step,value,low_95,low_80,high_80,high_95\n"
+                              "1,0.5,-1.0,0.0,1.0,2.0\n2,-1.25,-3.0,-2.0,0.0,1.5\n")
 
 
 def test_backtest_baselines_on_an_exactly_periodic_series(tmp_path):
@@ -265,6 +292,7 @@ def test_backtest_baselines_on_an_exactly_periodic_series(tmp_path):
     values = np.tile(period, 40)  # 200 values, season 5
     train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(window=10, horizon=2, target="last"),
                  model=ModelConfig(**TINY_MODEL), config=TrainConfig(max_steps=2))
+    assert load_series(tmp_path / "run").settings.season == 5  # detected when it trained
     with pytest.raises(UserError, match="cannot be read again"):
         backtest(tmp_path / "run", steps=3)  # numbers given in memory are not kept with the run
     result = backtest(tmp_path / "run", values, steps=3)
@@ -277,6 +305,7 @@ def test_backtest_baselines_on_an_exactly_periodic_series(tmp_path):
     # MASE divides by the training part's lag-5 naive MAE, which is 0 on an exact repetition: undefined.
     assert s["mase_lag"] == 5 and s["mase_scale"] == 0.0 and naive["mase"] is None
     assert result.forecasts.shape == (38, 3)
+    assert set(model["coverage"]) == {"80", "95"} and 0 <= model["coverage"]["80"] <= model["coverage"]["95"] <= 1
     assert backtest(tmp_path / "run", values.tolist(), steps=3, season=2).summary["season_source"] == "given"
 
 
@@ -371,3 +400,65 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     assert r.returncode == 1 and r.stdout == "" and "ending in .png" in r.stderr  # refused before any work
     r = cli("series", "train", "--synthetic", "sine", "--target", "middle")
     assert r.returncode == 2 and "invalid choice" in r.stderr
+
+
+# -- forecasting real shapes: trend, intervals, refit ---------------------------------------------------------
+def trend_and_season(n: int, noise: float, seed: int = 0) -> np.ndarray:
+    """100 + 0.5 t + a 12-value season of amplitude 10, plus Gaussian noise of std `noise`."""
+    t = np.arange(n)
+    return 100 + 0.5 * t + 10 * np.sin(2 * np.pi * t / 12) + np.random.default_rng(seed).normal(0, noise, n)
+
+
+def test_a_trend_is_followed_beyond_the_training_range_and_the_refit_is_recorded(cli, tmp_path):
+    """Issue 14's failure: a model on globally standardised values fell back into the range it was trained
+    on. Normalised per window, the forecast continues the trend past every value it has seen."""
+    values = trend_and_season(240, noise=0.5)
+    data = tmp_path / "trend.csv"
+    data.write_text("value\n" + "\n".join(f"{v:.4f}" for v in values) + "\n")
+    r = cli("series", "train", str(data), "--run", "trend", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "season 12 (detected)" in r.stderr and "refit: validation chose" in r.stderr
+    config = json.loads((tmp_path / "checkpoints" / "trend" / "config.json").read_text())
+    about = config["series"]
+    assert about["refit"]["train_values"] == 240 and about["refit"]["selected_step"] >= 1
+    assert config["train"]["max_steps"] == about["refit"]["selected_step"]  # the refit ran that many steps
+    assert about["settings"]["horizon"] == 24 and about["settings"]["transform"] == "log"
+
+    r = cli("series", "forecast", "--run", "trend", "--steps", "24", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = [list(map(float, line.split(","))) for line in r.stdout.splitlines()[1:]]
+    point = np.array([row[1] for row in rows])
+    truth = trend_and_season(264, noise=0.0)[240:]
+    assert point.min() > values.max() - 15 and point.max() > values.max() + 5   # out of the training range
+    assert np.mean(np.abs(point - truth)) < 3.0                                # ... and along the trend
+    ahead = np.arange(24)
+    assert abs(np.polyfit(ahead, point, 1)[0] - np.polyfit(ahead, truth, 1)[0]) < 0.15  # the truth's: 0.11
+    low95, low80, high80, high95 = (np.array([row[k] for row in rows]) for k in (2, 3, 4, 5))
+    assert np.all(low95 <= low80) and np.all(low80 <= point) and np.all(point <= high80) and np.all(high80 <= high95)
+
+
+def test_intervals_cover_the_noise_they_were_trained_on(tmp_path):
+    """On a season plus Gaussian noise of known std, the backtest's 80% and 95% intervals hold about that
+    share of the held-out values, and their width matches the noise (80%: 2 x 1.28 sigma)."""
+    values = trend_and_season(600, noise=2.0, seed=1)
+    train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(horizon=6, refit=False))
+    result = backtest(tmp_path / "run", values)
+    coverage = result.summary["rows"][0]["coverage"]
+    assert 0.65 <= coverage["80"] <= 0.92 and 0.85 <= coverage["95"] <= 0.99
+    width = forecast(tmp_path / "run", 6).intervals[80]
+    assert 2 * 1.28 * 2.0 * 0.6 < np.mean(width[1] - width[0]) < 2 * 1.28 * 2.0 * 1.6
+
+
+def test_series_too_short_for_its_season_or_constant_are_one_line_errors(cli, tmp_path):
+    constant = tmp_path / "flat.csv"
+    constant.write_text("value\n" + "5\n" * 100)
+    r = cli("series", "train", str(constant), cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "constant" in r.stderr
+    short = tmp_path / "short.csv"
+    short.write_text("value\n" + "\n".join(str(v) for v in trend_and_season(30, 0.1)) + "\n")
+    r = cli("series", "train", str(short), "--season", "12", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "training part has 24 values" in r.stderr
+    negative = tmp_path / "negative.csv"
+    negative.write_text("value\n" + "\n".join(str(v) for v in trend_and_season(100, 0.1) - 200) + "\n")
+    r = cli("series", "train", str(negative), "--transform", "log", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--transform none" in r.stderr

@@ -1,0 +1,137 @@
+"""The forecasting benchmark: chargen's series head against naive, seasonal naive and statsforecast's
+AutoETS, AutoTheta and AutoARIMA, on real series shipped inside pmdarima (no download).
+
+    pip install -e ".[bench]"          # statsforecast and pmdarima (benchmark only)
+    python bench/forecast.py            # --series NAME ... for a subset, --json FILE for the figures
+
+M4's protocol: each series' last h values are held back (h by frequency: yearly 6, quarterly 8, monthly
+18, half-hourly 48), every method sees the rest and forecasts h values. chargen runs its real command
+line with its defaults (`series train FILE --season m --horizon h`, then `series forecast --steps h`);
+the baselines get the same season m. Figures: MASE (the MAE over the seasonal-naive in-sample MAE of
+the training part, lag m; lag 1 without a season), sMAPE (%), and the share of held-back values
+inside the 80% and 95% intervals; chargen's training time per series (wall clock, this machine).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+# name, frequency, season m, horizon h
+SERIES = [("airpassengers", "monthly", 12, 18), ("wineind", "monthly", 12, 18), ("sunspots", "monthly", 12, 18),
+          ("woolyrnq", "quarterly", 4, 8), ("austres", "quarterly", 4, 8), ("ausbeer", "quarterly", 4, 8),
+          ("lynx", "yearly", 1, 6), ("taylor", "half-hourly", 48, 48)]
+TAYLOR_KEPT = 1008  # the last 3 weeks of taylor's 12: statsforecast's AutoARIMA takes hours on all of them
+BASELINES = ("Naive", "SeasonalNaive", "AutoETS", "AutoTheta", "AutoARIMA")
+
+
+def load(name: str) -> np.ndarray:
+    from pmdarima import datasets
+
+    values = np.asarray(getattr(datasets, f"load_{name}")(), dtype=float)
+    values = values[~np.isnan(values)]  # ausbeer ends with a missing quarter
+    return values[-TAYLOR_KEPT:] if name == "taylor" else values
+
+
+def mase(train: np.ndarray, truth: np.ndarray, forecast: np.ndarray, m: int) -> float:
+    return float(np.mean(np.abs(truth - forecast)) / np.mean(np.abs(train[m:] - train[:-m])))
+
+
+def smape(truth: np.ndarray, forecast: np.ndarray) -> float:
+    return float(np.mean(200 * np.abs(truth - forecast) / (np.abs(truth) + np.abs(forecast))))
+
+
+def scores(train, truth, point, m, bounds=None) -> dict:
+    row = {"mase": mase(train, truth, point, m), "smape": smape(truth, point)}
+    for level, (low, high) in (bounds or {}).items():
+        row[f"in{level}"] = float(np.mean((truth >= low) & (truth <= high)))
+    return row
+
+
+def baselines(train: np.ndarray, m: int, h: int) -> dict:
+    import pandas as pd
+    from statsforecast import StatsForecast
+    from statsforecast.models import AutoARIMA, AutoETS, AutoTheta, Naive, SeasonalNaive
+
+    frame = pd.DataFrame({"unique_id": "s", "ds": np.arange(len(train)), "y": train})
+    models = [Naive(), SeasonalNaive(season_length=m), AutoETS(season_length=m), AutoTheta(season_length=m),
+              AutoARIMA(season_length=m)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = StatsForecast(models=models, freq=1).forecast(df=frame, h=h, level=[80, 95])
+    return {name: (out[name].to_numpy(), {level: (out[f"{name}-lo-{level}"].to_numpy(),
+                                                  out[f"{name}-hi-{level}"].to_numpy()) for level in (80, 95)})
+            for name in BASELINES}
+
+
+def chargen_forecast(train: np.ndarray, m: int, h: int, work: Path, extra: list[str]) -> tuple:
+    """Train with the command line's defaults, forecast h values; (point, bounds, seconds)."""
+    data = work / "series.csv"
+    data.write_text("value\n" + "\n".join(repr(float(v)) for v in train) + "\n")
+    cli = [sys.executable, str(REPO / "cli.py"), "series"]
+    started = time.perf_counter()
+    subprocess.run(cli + ["train", str(data), "--column", "value", "--checkpoint", str(work / "run"),
+                          "--season", str(m), "--horizon", str(h), *extra], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    out = subprocess.run(cli + ["forecast", "--checkpoint", str(work / "run"), "--steps", str(h)],
+                         check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    column = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
+    return (column("value"), {80: (column("low_80"), column("high_80")), 95: (column("low_95"), column("high_95"))},
+            seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--series", nargs="+", default=[s[0] for s in SERIES], help="a subset, by name")
+    parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
+    parser.add_argument("--chargen-args", default="", help="extra options for `chargen series train`")
+    args = parser.parse_args()
+
+    results = {}
+    for name, frequency, m, h in [s for s in SERIES if s[0] in args.series]:
+        values = load(name)
+        train, truth = values[:-h], values[-h:]
+        row = {"frequency": frequency, "values": len(values), "m": m, "h": h}
+        for method, (point, bounds) in baselines(train, m, h).items():
+            row[method] = scores(train, truth, point, max(m, 1), bounds)
+        with tempfile.TemporaryDirectory() as work:
+            point, bounds, seconds = chargen_forecast(train, m, h, Path(work), args.chargen_args.split())
+        row["chargen"] = {**scores(train, truth, point, max(m, 1), bounds), "seconds": seconds}
+        results[name] = row
+        print(f"{name:14} " + "  ".join(f"{k} {row[k]['mase']:.3f}" for k in ("chargen",) + BASELINES)
+              + f"  ({seconds:.0f} s)", file=sys.stderr, flush=True)
+
+    methods = ("chargen",) + BASELINES
+    print("| series | freq | n | h | " + " | ".join(methods) + " | chargen sMAPE | best sMAPE | chargen s |")
+    print("|---" * (len(methods) + 7) + "|")
+    for name, row in results.items():
+        best = min(row[k]["smape"] for k in BASELINES[2:])
+        print(f"| {name} | {row['frequency']} | {row['values']} | {row['h']} | "
+              + " | ".join(f"{row[k]['mase']:.3f}" for k in methods)
+              + f" | {row['chargen']['smape']:.2f} | {best:.2f} | {row['chargen']['seconds']:.0f} |")
+    means = {k: float(np.mean([row[k]["mase"] for row in results.values()])) for k in methods}
+    print("| **mean MASE** | | | | " + " | ".join(f"**{means[k]:.3f}**" for k in methods) + " | | | |")
+    for level in (80, 95):
+        print(f"\n{level}% interval coverage over the set: "
+              + ", ".join(f"{k} {np.mean([row[k][f'in{level}'] for row in results.values()]):.0%}"
+                          for k in ("chargen", "AutoETS", "AutoTheta", "AutoARIMA")))
+    worse = [n for n, row in results.items() if row["chargen"]["mase"] > row["SeasonalNaive"]["mase"]]
+    print(f"series where chargen is worse than seasonal naive: {', '.join(worse) or 'none'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
