@@ -404,7 +404,8 @@ def cmd_series_train(args: argparse.Namespace) -> int:
                              model=ModelConfig(**{**SERIES_MODEL_DEFAULTS, **given(args, ModelConfig)}),
                              config=TrainConfig(**{**SERIES_TRAIN_DEFAULTS, **overrides}), resume=args.resume,
                              overrides=overrides),
-        lambda m: f"best validation MSE {m['val_mse']:.4g} (MAE {m['val_mae']:.4g}) at step {m['step']}",
+        lambda m: f"best validation MSE {m['val_mse']:.4g} (MAE {m['val_mae']:.4g}) at step {m['step']}"
+                  + (f", then refit on all {m['refit_values']} values" if "refit_values" in m else ""),
         "forecast with: chargen series forecast --checkpoint {run_dir} --steps 50")
 
 

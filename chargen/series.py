@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from chargen import loop
-from chargen.checkpoint import CONFIG, checkpoints_root, read_config
+from chargen.checkpoint import CONFIG, checkpoints_root, read_config, read_weights, write_config
 from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError, first_line
 from chargen.heads import require_head
@@ -35,7 +35,8 @@ from chargen.series_data import (SERIES_MODEL_DEFAULTS, SERIES_TRAIN_DEFAULTS, S
                                  SeriesConfig, check_sizes, detect_season, from_values, load_source, read_series,
                                  resolve, sized_budget, split_point, synthetic, train_starts, val_starts,
                                  values_digest, window_indices)
-from chargen.series_relative import INTERVALS, MEDIAN, QUANTILES, level_and_base, pinball_loss, relative_inputs
+from chargen.series_relative import (INTERVALS, MEDIAN, QUANTILES, calibrate, interval_margins, level_and_base,
+                                     pinball_loss, relative_inputs)
 
 LOSS_FUNCTIONS = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}
 HISTORY_KEPT = 200      # values of the series' end kept in config.json: what `forecast` starts from by default
@@ -129,6 +130,15 @@ class SeriesTask:
         train_mse = self._score(model, probe)[1]
         model.train(was_training)
         return {"val_loss": val_loss, "val_mse": val_mse, "val_mae": val_mae, "train_mse": train_mse}
+
+    @torch.no_grad()
+    def interval_margins(self, model: nn.Module) -> dict[str, float]:
+        """How far each interval must move so that it would have held its share of the validation values
+        (series_relative.interval_margins), in scaled units."""
+        model.eval()
+        x, y = self.windows(self.val)
+        quantiles = model(x)[0][:, -1].float().unflatten(-1, (self.settings.horizon, -1))
+        return interval_margins(quantiles.cpu().numpy(), y.cpu().numpy())
 
     def describe(self, metrics: dict) -> str:
         where = "val" if self.held_out else "train (no validation part)"
@@ -248,6 +258,13 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
                          f"{settings.window} ({mode}, horizon {settings.horizon}, {season}, {normalised}, "
                          f"{settings.loss} loss), batch {task.batch_size}")
         result = started.train(net, task, run_info, should_stop)
+        if not refitting and task.held_out and settings.loss == "quantile" and started.dist.is_main:
+            net.load_state_dict(read_weights(run_dir))  # the weights validation chose, as saved (by this rank)
+            run_info["series"]["interval_margins"] = task.interval_margins(net)
+            if not settings.refit:
+                saved = read_config(run_dir)
+                saved["series"]["interval_margins"] = run_info["series"]["interval_margins"]
+                write_config(run_dir, saved)
         if refitting or not (settings.refit and task.held_out):
             return result
         # Validation chose the training length; the model that forecasts from the end of the series must
@@ -260,8 +277,10 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
                  f"{steps} steps")
         config = dataclasses.replace(config, max_steps=steps, epochs=0.0, max_time=0.0, patience=0, eval_every=0)
         torch.manual_seed(config.rng_seed)
-        return loop.train_loop(build_model(model_config), new_task(len(values)), config, run_dir, run_info,
-                               dist=started.dist, should_stop=should_stop)
+        refit = loop.train_loop(build_model(model_config), new_task(len(values)), config, run_dir, run_info,
+                                dist=started.dist, should_stop=should_stop)
+        # What a user weighs the run by: the validation figures that chose the length (the refit has none).
+        return dataclasses.replace(refit, metrics={**result.metrics, "refit_values": len(values)})
 
 
 # -- using a trained run ----------------------------------------------------------------------------
@@ -301,8 +320,10 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
     if min(settings.window, settings.horizon, settings.season) < 1:
         raise UserError(f"{run_dir / CONFIG}: the series section is damaged (window {settings.window}, horizon "
                         f"{settings.horizon}, season {settings.season}); the run cannot be used — retrain it")
+    margins = about.get("interval_margins") or {}
     if not (math.isfinite(scaler.mean) and math.isfinite(scaler.std) and scaler.std > 0) \
-            or history.ndim != 1 or not np.isfinite(history).all():
+            or history.ndim != 1 or not np.isfinite(history).all() \
+            or not all(isinstance(v, float) and math.isfinite(v) for v in margins.values()):
         raise UserError(f"{run_dir / CONFIG}: the series section holds impossible values (standardisation mean "
                         f"{scaler.mean}, std {scaler.std}, or a non-finite history); the run cannot be used — "
                         "retrain it")
@@ -382,8 +403,8 @@ def forecast(run: str | Path | SeriesRun | None = None, steps: int = 1,
     if steps > sr.settings.horizon and sr.settings.loss == "quantile":
         info(f"values beyond the run's horizon ({sr.settings.horizon}) are forecast from the forecasts before "
              "them: their intervals leave out the uncertainty of those, so they are too narrow")
-    forecasts = sr.scaler.inverse(roll(sr.model, sr.scaler.transform(past[-window:])[None, :], steps,
-                                       sr.settings)[0])   # (steps, Q)
+    forecasts = sr.scaler.inverse(calibrate(roll(sr.model, sr.scaler.transform(past[-window:])[None, :], steps,
+                                                 sr.settings)[0], about.get("interval_margins")))   # (steps, Q)
     return Forecast(past, *split_quantiles(forecasts, sr.settings))
 
 
@@ -453,6 +474,10 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     if n_train < settings.window + 1:
         raise UserError(f"{series.name}: the training part has {n_train} values, fewer than one window "
                         f"({settings.window}) plus one; give a longer series")
+    seen = "refit" in about and values_digest(values[:about["values"]]) == about["sha256"]
+    if seen:
+        info("this run was refit on its whole series, so it has seen the values this backtest scores: the "
+             "figures are optimistic. For an honest comparison train with --no-refit, or backtest on newer data")
     origins = np.arange(n_train, len(values) - steps + 1, stride)
     if len(origins) == 0:
         raise UserError(f"the validation part has {len(values) - n_train} values, fewer than --steps {steps}; "
@@ -468,7 +493,8 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
 
     contexts = values[origins[:, None] - settings.window + np.arange(settings.window)[None, :]]
     forecasts, intervals = split_quantiles(
-        sr.scaler.inverse(roll(sr.model, sr.scaler.transform(contexts), steps, settings)), settings)
+        sr.scaler.inverse(calibrate(roll(sr.model, sr.scaler.transform(contexts), steps, settings),
+                                    about.get("interval_margins"))), settings)
     ahead = np.arange(steps)[None, :]
     truth = values[origins[:, None] + ahead]
     naive = np.repeat(values[origins - 1][:, None], steps, axis=1)
@@ -485,6 +511,7 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     summary = {"run": str(sr.run_dir), "data": series.name, "values": len(values), "train_values": n_train,
                "origins": len(origins), "first_origin": int(origins[0]), "stride": stride, "horizon": steps,
                "season": season, "season_source": season_source, "mase_scale": scale, "mase_lag": lag,
+               "seen_by_refit": seen,
                "rows": rows}
     return Backtest(summary, values, n_train, origins, forecasts)
 

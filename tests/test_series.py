@@ -435,6 +435,10 @@ def test_a_trend_is_followed_beyond_the_training_range_and_the_refit_is_recorded
     assert abs(np.polyfit(ahead, point, 1)[0] - np.polyfit(ahead, truth, 1)[0]) < 0.15  # the truth's: 0.11
     low95, low80, high80, high95 = (np.array([row[k] for row in rows]) for k in (2, 3, 4, 5))
     assert np.all(low95 <= low80) and np.all(low80 <= point) and np.all(point <= high80) and np.all(high80 <= high95)
+    negative = tmp_path / "negative.csv"
+    negative.write_text("value\n" + "\n".join(f"{v:.4f}" for v in values[:59]) + "\n-5\n")
+    r = cli("series", "forecast", "--run", "trend", "--history", str(negative), cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1 and "logarithm" in r.stderr
 
 
 def test_intervals_cover_the_noise_they_were_trained_on(tmp_path):
@@ -446,7 +450,7 @@ def test_intervals_cover_the_noise_they_were_trained_on(tmp_path):
     coverage = result.summary["rows"][0]["coverage"]
     assert 0.65 <= coverage["80"] <= 0.92 and 0.85 <= coverage["95"] <= 0.99
     width = forecast(tmp_path / "run", 6).intervals[80]
-    assert 2 * 1.28 * 2.0 * 0.6 < np.mean(width[1] - width[0]) < 2 * 1.28 * 2.0 * 1.6
+    assert 2 * 1.28 * 2.0 * 0.6 < np.mean(width[1] - width[0]) < 2 * 1.28 * 2.0 * 2  # the noise's, plus the model's
 
 
 def test_series_too_short_for_its_season_or_constant_are_one_line_errors(cli, tmp_path):
@@ -462,3 +466,5 @@ def test_series_too_short_for_its_season_or_constant_are_one_line_errors(cli, tm
     negative.write_text("value\n" + "\n".join(str(v) for v in trend_and_season(100, 0.1) - 200) + "\n")
     r = cli("series", "train", str(negative), "--transform", "log", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--transform none" in r.stderr
+    r = cli("series", "train", str(negative), "--target", "every", "--normalise", "window", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "needs --target last" in r.stderr
