@@ -70,11 +70,14 @@ def interval_margins(quantiles: np.ndarray, truth: np.ndarray) -> dict[str, floa
 
 
 def calibrate(quantiles: np.ndarray, margins: dict[str, float] | None) -> np.ndarray:
-    """Quantiles (..., Q) with each interval moved out by its margin (in by a negative one), kept in order."""
+    """Quantiles (..., Q) with each interval moved out by its margin (in by a negative one), kept in order;
+    the median, the point forecast, never moves."""
     if not margins:
         return quantiles
     out = np.array(quantiles, dtype=np.float64)
-    for level, (lo, hi) in INTERVALS.items():
-        out[..., lo] -= margins[str(level)]
-        out[..., hi] += margins[str(level)]
-    return np.sort(out, axis=-1)
+    inner_low = inner_high = out[..., MEDIAN]  # a narrowed interval stops at the median, and 95% holds 80%
+    for level, (lo, hi) in sorted(INTERVALS.items()):
+        out[..., lo] = np.minimum(out[..., lo] - margins[str(level)], inner_low)
+        out[..., hi] = np.maximum(out[..., hi] + margins[str(level)], inner_high)
+        inner_low, inner_high = out[..., lo], out[..., hi]
+    return out

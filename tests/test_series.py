@@ -468,3 +468,18 @@ def test_series_too_short_for_its_season_or_constant_are_one_line_errors(cli, tm
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "--transform none" in r.stderr
     r = cli("series", "train", str(negative), "--target", "every", "--normalise", "window", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "needs --target last" in r.stderr
+
+
+def test_calibration_moves_the_bounds_never_the_median():
+    from chargen.series_relative import calibrate, interval_margins
+
+    quantiles = np.array([[-2.0, -1.0, 0.0, 1.0, 2.0]])  # 2.5%, 10%, 50%, 90%, 97.5%
+    wider = calibrate(quantiles, {"80": 0.5, "95": 1.0})
+    np.testing.assert_allclose(wider, [[-3.0, -1.5, 0.0, 1.5, 3.0]])
+    narrower = calibrate(quantiles, {"80": -5.0, "95": -0.5})  # too far in: stops at the median, 95% holds 80%
+    np.testing.assert_allclose(narrower, [[-1.5, 0.0, 0.0, 0.0, 1.5]])
+    # Values 0..99, each with the interval [-10, 10]: scores y - 10; the (n + 1)-corrected 81st percentile.
+    truth = np.arange(100.0)
+    margins = interval_margins(np.tile(quantiles * 10, (100, 1)), truth)
+    covered = np.mean(truth <= calibrate(np.tile(quantiles * 10, (100, 1)), margins)[:, 3])
+    assert margins["80"] == pytest.approx(-10 + 0.81 * 99) and 0.8 <= covered <= 0.82
