@@ -374,7 +374,8 @@ def add_series_parser(commands) -> None:
                    help="values to forecast (default: the run's horizon)")
     p.add_argument("--history", metavar="FILE", help="the series to continue (default: the end of the training data)")
     data_options(p)
-    p.add_argument("--plot", metavar="FILE.png", help="also draw history and forecast to a PNG file")
+    p.add_argument("--plot", metavar="FILE", help="also draw history, forecast and intervals to FILE: .png, .svg "
+                   "or .pdf (needs matplotlib: pip install 'chargen[plot]')")
     p.set_defaults(func=cmd_series_forecast)
 
     p = sub.add_parser("eval", help="rolling-origin backtest against naive baselines",
@@ -388,7 +389,8 @@ def add_series_parser(commands) -> None:
                    help="season length for the seasonal-naive baseline (default: detected by autocorrelation)")
     p.add_argument("--stride", type=_int_at_least(1), default=1, help="values between origins (default: 1)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout instead of a table")
-    p.add_argument("--plot", metavar="FILE.png", help="also draw history, truth and forecasts to a PNG file")
+    p.add_argument("--plot", metavar="FILE", help="also draw history, truth, forecasts and intervals to FILE: "
+                   ".png, .svg or .pdf (needs matplotlib: pip install 'chargen[plot]')")
     p.set_defaults(func=cmd_series_eval)
 
 
@@ -410,27 +412,27 @@ def cmd_series_train(args: argparse.Namespace) -> int:
 
 
 def cmd_series_forecast(args: argparse.Namespace) -> int:
-    from chargen.plot import png_path
-    from chargen.series import forecast, forecast_lines, load_series, show_plot, write_forecast_csv
+    from chargen.plot import figure_path
+    from chargen.series import forecast, forecast_figure, load_series, show_plot, write_forecast_csv
 
     if args.plot:
-        png_path(args.plot)
+        figure_path(args.plot)
     run = load_series(args.run, args.checkpoint)
     result = forecast(run, args.steps or run.settings.horizon, args.history, args.column, args.fill)
     write_forecast_csv(result, sys.stdout)
     sys.stdout.flush()
-    show_plot(forecast_lines(result), args.plot, f"{run.run_dir.name}: forecast of {len(result.values)} steps")
+    show_plot(forecast_figure(result, f"{run.run_dir.name}: forecast of {len(result.values)} steps"), args.plot)
     return 0
 
 
 def cmd_series_eval(args: argparse.Namespace) -> int:
     import json
 
-    from chargen.plot import png_path
-    from chargen.series import backtest, backtest_lines, load_series, print_backtest, show_plot
+    from chargen.plot import figure_path
+    from chargen.series import backtest, backtest_figure, load_series, print_backtest, show_plot
 
     if args.plot:
-        png_path(args.plot)
+        figure_path(args.plot)
     run = load_series(args.run, args.checkpoint)
     result = backtest(run, args.data, args.steps, args.season, args.stride, args.column, args.fill)
     if args.json:
@@ -438,7 +440,8 @@ def cmd_series_eval(args: argparse.Namespace) -> int:
     else:
         print_backtest(result)
     sys.stdout.flush()
-    show_plot(backtest_lines(result), args.plot, f"{run.run_dir.name}: backtest, horizon {result.summary['horizon']}")
+    show_plot(backtest_figure(result, f"{run.run_dir.name}: backtest, horizon {result.summary['horizon']}"),
+              args.plot)
     return 0
 
 

@@ -29,7 +29,7 @@ from chargen.config import ModelConfig, TrainConfig, parse_duration
 from chargen.errors import UserError, first_line
 from chargen.heads import require_head
 from chargen.log import info
-from chargen.plot import COLORS, Line
+from chargen.plot import COLORS, Band, Figure, Line
 from chargen.runtime import Distributed
 from chargen.series_data import (SERIES_MODEL_DEFAULTS, SERIES_TRAIN_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series,
                                  SeriesConfig, check_sizes, detect_season, from_values, load_source, read_series,
@@ -438,6 +438,7 @@ class Backtest:
     n_train: int
     origins: np.ndarray         # (B,) index of the first forecast value of each origin
     forecasts: np.ndarray       # (B, steps) the model's forecasts, data units
+    intervals: dict[int, tuple[np.ndarray, np.ndarray]] | None = None  # {80: (low, high) (B, steps)...}
 
 
 def _figures(method: str, prediction: np.ndarray, truth: np.ndarray, scale: float) -> dict:
@@ -513,7 +514,7 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
                "season": season, "season_source": season_source, "mase_scale": scale, "mase_lag": lag,
                "seen_by_refit": seen,
                "rows": rows}
-    return Backtest(summary, values, n_train, origins, forecasts)
+    return Backtest(summary, values, n_train, origins, forecasts, intervals)
 
 
 def print_backtest(result: Backtest, out: TextIO | None = None) -> None:
@@ -544,36 +545,50 @@ def print_backtest(result: Backtest, out: TextIO | None = None) -> None:
 
 
 # -- plots -----------------------------------------------------------------------------------------
-def forecast_lines(result: Forecast, shown: int = HISTORY_KEPT) -> list[Line]:
-    """History (its last `shown` values) and forecast, on one x axis (0 = the first forecast value)."""
+def _interval_bands(x: np.ndarray, intervals: dict | None, joined: float) -> list[Band]:
+    """The 95% and 80% intervals (widest first, so the narrower one is drawn over it) as bands over x, each
+    starting at `joined` (the last value seen) so that it opens from the line."""
+    return [Band(x, np.concatenate([[joined], low]), np.concatenate([[joined], high]), f"{level}% interval",
+                 COLORS["forecast"], 0.15 if level == 95 else 0.3)
+            for level, (low, high) in sorted((intervals or {}).items(), reverse=True)]
+
+
+def forecast_figure(result: Forecast, title: str, shown: int = HISTORY_KEPT) -> Figure:
+    """History (its last `shown` values), forecast and its intervals, on one x axis (0 = the first forecast)."""
     past = result.history[-shown:]
     x_past = np.arange(-len(past), 0)
     # The forecast line starts at the last history value so the two join.
     x_next = np.arange(-1, len(result.values))
     y_next = np.concatenate([past[-1:], result.values])
-    return [Line(x_past, past, "history", COLORS["history"], "."),
-            Line(x_next, y_next, "forecast", COLORS["forecast"], "*")]
+    return Figure([Line(x_past, past, "history", COLORS["history"], "."),
+                   Line(x_next, y_next, "forecast", COLORS["forecast"], "*")],
+                  _interval_bands(x_next, result.intervals, float(past[-1])), title)
 
 
-def backtest_lines(result: Backtest, shown: int = HISTORY_KEPT) -> list[Line]:
-    """The training tail, the validation truth, and the forecasts from non-overlapping origins."""
+def backtest_figure(result: Backtest, title: str, shown: int = HISTORY_KEPT) -> Figure:
+    """The training tail, the validation truth, and the forecasts (with intervals) from non-overlapping
+    origins."""
     values, n = result.values, result.n_train
     start = max(0, n - shown)
-    lines = [Line(np.arange(start, n), values[start:n], "history", COLORS["history"], "."),
-             Line(np.arange(n - 1, len(values)), values[n - 1:], "truth", COLORS["truth"], "o")]
+    figure = Figure([Line(np.arange(start, n), values[start:n], "history", COLORS["history"], "."),
+                     Line(np.arange(n - 1, len(values)), values[n - 1:], "truth", COLORS["truth"], "o")],
+                    title=title)
     horizon = result.forecasts.shape[1]
-    for origin, row in zip(result.origins, result.forecasts):
+    for k, origin in enumerate(result.origins):
         if (origin - n) % horizon == 0:
-            lines.append(Line(np.arange(origin - 1, origin + horizon), np.concatenate([values[origin - 1:origin], row]),
-                              "forecast", COLORS["forecast"], "*"))
-    return lines
+            x = np.arange(origin - 1, origin + horizon)
+            figure.lines.append(Line(x, np.concatenate([values[origin - 1:origin], result.forecasts[k]]),
+                                     "forecast", COLORS["forecast"], "*"))
+            intervals = {level: (low[k], high[k]) for level, (low, high) in (result.intervals or {}).items()}
+            figure.bands += _interval_bands(x, intervals, float(values[origin - 1]))
+    return figure
 
 
-def show_plot(lines: list[Line], png: str | Path | None, title: str) -> None:
-    """Write the lines to a PNG when asked; on a terminal, also draw them as text on stderr."""
-    from chargen.plot import text_plot, write_png
+def show_plot(figure: Figure, path: str | Path | None) -> None:
+    """Write the figure to a file when asked (format by suffix); on a terminal, also draw it as text on stderr."""
+    from chargen.plot import text_plot, write_figure
 
-    if png is not None:
-        info(f"plot written to {write_png(png, lines, title)}")
+    if path is not None:
+        info(f"plot written to {write_figure(path, figure)}")
     if sys.stderr.isatty():
-        print(text_plot(lines), file=sys.stderr)
+        print(text_plot(figure.lines), file=sys.stderr)

@@ -81,8 +81,8 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     Console(file=sys.stdout, highlight=False).print(table)
 
 
-def run_sine(runs: Path, plot: Path) -> None:
-    from chargen.plot import COLORS, Line, write_png
+def run_sine(runs: Path, plot: Path | None) -> None:
+    from chargen.plot import COLORS, Figure, Line, write_figure
     from chargen.series import forecast
     from chargen.series_data import split_point
 
@@ -91,17 +91,19 @@ def run_sine(runs: Path, plot: Path) -> None:
            ["cell", "train MSE", "validation MSE", "tutorial's MSE"],
            [[cell.upper(), f"{m['train_mse']:.2e}", f"{m['val_mse']:.2e}", f"~{SINE_REPORTED[cell]:.0e}"]
             for cell, m in results.items()])
+    if plot is None:
+        return
     # The plot: each model forecasts the whole validation part from the training part alone.
     values = synthetic("sine", SINE_LENGTH).values
     n = split_point(len(values), SeriesConfig().val_fraction)
     x = list(range(n - 100, n))
     lines = [Line(x, values[n - 100:n], "history", COLORS["history"]),
              Line(range(n - 1, len(values)), values[n - 1:], "truth", COLORS["truth"])]
-    for cell, color in (("rnn", (200, 60, 60)), ("lstm", COLORS["forecast"])):
+    for cell, color in (("rnn", "#c83c3c"), ("lstm", COLORS["forecast"])):
         predicted = forecast(results[cell]["run_dir"], len(values) - n, history=values[:n]).values
         lines.append(Line(range(n - 1, len(values)), [values[n - 1], *predicted], f"{cell} forecast", color))
-    print(f"plot written to {write_png(plot, lines, 'sine: 200 values forecast from the training part')}",
-          file=sys.stderr)
+    figure = Figure(lines, title="sine: 200 values forecast from the training part")
+    print(f"plot written to {write_figure(plot, figure)}", file=sys.stderr)
 
 
 def run_next_value(runs: Path) -> None:
@@ -121,12 +123,23 @@ def main() -> int:
     parser.add_argument("tutorial", choices=("sine", "next-value", "toy", "all"))
     parser.add_argument("--runs", type=Path, help="keep the runs in this folder (default: a temporary one)")
     parser.add_argument("--plot", type=Path, default=Path("sine_tutorial.png"),
-                        help="where the sine tutorial draws its forecasts (default: sine_tutorial.png)")
+                        help="where the sine tutorial draws its forecasts: .png, .svg or .pdf (default: "
+                        "sine_tutorial.png; needs matplotlib)")
+    parser.add_argument("--no-plot", action="store_true", help="print the tables only")
     args = parser.parse_args()
+    plot = None if args.no_plot or args.tutorial not in ("sine", "all") else args.plot
+    if plot is not None:
+        from chargen.errors import UserError
+        from chargen.plot import figure_path
+
+        try:
+            figure_path(plot)  # before minutes of training, not after
+        except UserError as e:
+            parser.error(f"{e} (or --no-plot)")
     with tempfile.TemporaryDirectory() as scratch:
         runs = args.runs or Path(scratch)
         if args.tutorial in ("sine", "all"):
-            run_sine(runs, args.plot)
+            run_sine(runs, plot)
         if args.tutorial in ("next-value", "all"):
             run_next_value(runs)
         if args.tutorial in ("toy", "all"):

@@ -14,7 +14,7 @@ import torch
 from chargen import loop
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import UserError
-from chargen.plot import Line, png_bytes, render, text_plot
+from chargen.plot import Band, Figure, Line, text_plot, write_figure
 from chargen.series import (Forecast, SeriesTask, backtest, forecast, load_series, roll, train_series,
                             write_forecast_csv)
 from chargen.series_data import (Scaler, SeriesConfig, detect_season, read_series, split_point, synthetic,
@@ -316,17 +316,48 @@ def test_a_char_run_is_refused_by_series_commands(tmp_path):
 
 
 # -- plots -------------------------------------------------------------------------------------------------
-def test_png_encoder_round_trips():
-    pil = pytest.importorskip("PIL.Image")
-    import io
+def squares_figure() -> Figure:
+    x = np.arange(9, 15)
+    return Figure([Line(np.arange(10), np.arange(10) ** 2, "history"), Line(x, np.linspace(81, 50, 6), "forecast")],
+                  [Band(x, np.linspace(75, 40, 6), np.linspace(87, 60, 6), "80% interval")], "squares")
 
-    image = render([Line(np.arange(10), np.arange(10) ** 2, "history"),
-                    Line(np.arange(9, 15), np.linspace(81, 50, 6), "forecast", (230, 120, 20))], "squares")
-    data = png_bytes(image)
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    decoded = np.asarray(pil.open(io.BytesIO(data)).convert("RGB"))
-    np.testing.assert_array_equal(decoded, image)
-    assert (image == (230, 120, 20)).all(axis=-1).sum() > 100  # the forecast line is drawn
+
+@pytest.mark.parametrize("suffix,magic", [("png", b"\x89PNG\r\n\x1a\n"), ("svg", b"<?xml"), ("pdf", b"%PDF")])
+def test_a_figure_is_written_in_the_format_of_its_suffix(suffix, magic, tmp_path):
+    path = write_figure(tmp_path / f"plot.{suffix.upper()}", squares_figure())
+    assert path.read_bytes().startswith(magic)
+    if suffix == "svg":  # matplotlib names each text it draws in a comment: the title and every legend entry
+        svg = path.read_text()
+        assert all(f"<!-- {word} -->" in svg for word in ("squares", "history", "forecast", "80% interval"))
+
+
+def test_a_figure_format_matplotlib_cannot_write_is_refused_and_nothing_is_written(tmp_path):
+    with pytest.raises(UserError, match=r"ending in \.png, \.svg or \.pdf"):
+        write_figure(tmp_path / "plot.jpg", squares_figure())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_matplotlib_a_plot_is_one_line_saying_how_to_install_it(sine_run, tmp_path, monkeypatch, capsys):
+    from chargen import cli
+
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code = cli.main(["series", "forecast", "--checkpoint", str(sine_run), "--plot", str(tmp_path / "f.png")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and not (tmp_path / "f.png").exists()
+    assert err == "chargen: error: --plot needs matplotlib, which is not installed: pip install \"chargen[plot]\"\n"
+
+
+def test_forecast_figure_shades_both_intervals_from_the_last_value():
+    from chargen.series import forecast_figure
+
+    history, values = np.arange(30.0), np.array([30.0, 31.0, 32.0])
+    intervals = {80: (values - 1, values + 1), 95: (values - 2, values + 2)}
+    figure = forecast_figure(Forecast(history, values, intervals), "t")
+    assert [band.label for band in figure.bands] == ["95% interval", "80% interval"]  # the wider one underneath
+    wide = figure.bands[0]
+    np.testing.assert_array_equal(wide.x, [-1, 0, 1, 2])
+    np.testing.assert_array_equal(wide.low, [29, 28, 29, 30])
+    np.testing.assert_array_equal(wide.high, [29, 32, 33, 34])
 
 
 def test_text_plot_shows_both_lines_and_the_range():
@@ -371,7 +402,7 @@ def test_cli_forecast_eval_and_plot(sine_run, cli, tmp_path):
     np.testing.assert_allclose(values, np.sin(np.arange(400, 425) * 0.1), atol=0.15)
     png = (tmp_path / "f.png").read_bytes()
     width, height = struct.unpack(">II", png[16:24])
-    assert png[12:16] == b"IHDR" and (width, height) == (900, 420)
+    assert png[12:16] == b"IHDR" and (width, height) == (990, 462)  # 9 x 4.2 inches at 110 dpi
     assert "plot written to" in r.stderr
 
     r = cli("series", "eval", "--checkpoint", str(sine_run), "--steps", "5", "--json")
@@ -397,7 +428,7 @@ def test_cli_errors_are_one_line(cli, tmp_path):
     r = cli("series", "forecast", "--run", "nothing-here")
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "does not exist" in r.stderr
     r = cli("series", "forecast", "--run", "nothing-here", "--plot", "forecast.jpg")
-    assert r.returncode == 1 and r.stdout == "" and "ending in .png" in r.stderr  # refused before any work
+    assert r.returncode == 1 and r.stdout == "" and "ending in .png, .svg or .pdf" in r.stderr  # before any work
     r = cli("series", "train", "--synthetic", "sine", "--target", "middle")
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
