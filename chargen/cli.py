@@ -378,9 +378,11 @@ def add_series_parser(commands) -> None:
                    "or .pdf (needs matplotlib: pip install 'chargen[plot]')")
     p.set_defaults(func=cmd_series_forecast)
 
-    p = sub.add_parser("eval", help="rolling-origin backtest against naive baselines",
+    p = sub.add_parser("eval", help="rolling-origin backtest against naive and classical baselines",
                        description="From every origin of the validation part, forecast --steps values from the "
-                       "past only, and compare MSE, MAE and MASE with the naive and seasonal-naive forecasts.")
+                       "past only, and compare MSE, MAE, MASE and interval coverage with the naive and "
+                       "seasonal-naive forecasts and, when statsforecast is installed, AutoETS, AutoTheta and "
+                       "AutoARIMA fitted on the training part.")
     add_run_options(p)
     p.add_argument("data", nargs="?", help="the series to backtest on (default: the run's own data)")
     data_options(p)
@@ -388,6 +390,9 @@ def add_series_parser(commands) -> None:
     p.add_argument("--season", type=_int_at_least(1), default=None,
                    help="season length for the seasonal-naive baseline (default: detected by autocorrelation)")
     p.add_argument("--stride", type=_int_at_least(1), default=1, help="values between origins (default: 1)")
+    p.add_argument("--no-classical", dest="classical", action="store_false",
+                   help="leave out AutoETS, AutoTheta and AutoARIMA (shown when statsforecast is installed: "
+                   "pip install 'chargen[classical]')")
     p.add_argument("--json", action="store_true", help="print the figures as JSON on stdout instead of a table")
     p.add_argument("--plot", metavar="FILE", help="also draw history, truth, forecasts and intervals to FILE: "
                    ".png, .svg or .pdf (needs matplotlib: pip install 'chargen[plot]')")
@@ -434,7 +439,7 @@ def cmd_series_eval(args: argparse.Namespace) -> int:
     if args.plot:
         figure_path(args.plot)
     run = load_series(args.run, args.checkpoint)
-    result = backtest(run, args.data, args.steps, args.season, args.stride, args.column, args.fill)
+    result = backtest(run, args.data, args.steps, args.season, args.stride, args.column, args.fill, args.classical)
     if args.json:
         print(json.dumps(result.summary))
     else:

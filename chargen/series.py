@@ -31,6 +31,7 @@ from chargen.heads import require_head
 from chargen.log import info
 from chargen.plot import COLORS, Band, Figure, Line
 from chargen.runtime import Distributed
+from chargen.series_classical import ClassicalForecasts, classical_forecasts
 from chargen.series_data import (SERIES_MODEL_DEFAULTS, SERIES_TRAIN_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series,
                                  SeriesConfig, check_sizes, detect_season, from_values, load_source, read_series,
                                  resolve, sized_budget, split_point, synthetic, train_starts, val_starts,
@@ -439,24 +440,32 @@ class Backtest:
     origins: np.ndarray         # (B,) index of the first forecast value of each origin
     forecasts: np.ndarray       # (B, steps) the model's forecasts, data units
     intervals: dict[int, tuple[np.ndarray, np.ndarray]] | None = None  # {80: (low, high) (B, steps)...}
+    classical: list[ClassicalForecasts] = dataclasses.field(default_factory=list)  # statsforecast's, if any
 
 
-def _figures(method: str, prediction: np.ndarray, truth: np.ndarray, scale: float) -> dict:
+def _figures(method: str, prediction: np.ndarray, truth: np.ndarray, scale: float,
+             intervals: dict[int, tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """MSE, MAE and MASE of a method's forecasts and, when it has intervals, the share of true values inside each."""
     error = prediction - truth
     mae = float(np.mean(np.abs(error)))
-    return {"method": method, "mse": float(np.mean(error ** 2)), "mae": mae,
-            "mase": mae / scale if scale > 0 else None}
+    row = {"method": method, "mse": float(np.mean(error ** 2)), "mae": mae, "mase": mae / scale if scale > 0 else None}
+    if intervals is not None:
+        row["coverage"] = {str(level): float(np.mean((truth >= low) & (truth <= high)))
+                           for level, (low, high) in intervals.items()}
+    return row
 
 
 def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Sequence[float] | None = None,
              steps: int | None = None, season: int | None = None, stride: int = 1,
-             column: str | int | None = None, fill: str | None = None) -> Backtest:
+             column: str | int | None = None, fill: str | None = None, classical: bool = True) -> Backtest:
     """Rolling-origin evaluation over the validation part of `data` (default: the run's own series).
 
     From each origin o (every `stride` values of the validation part) the model sees only values before
     o and forecasts `steps` values (default: the run's horizon); so do the naive (last value) and the
-    seasonal-naive (the value one season earlier) baselines. MASE divides each MAE by the in-sample MAE
-    of the seasonal-naive one-step forecast on the training part (plain naive when there is no season).
+    seasonal-naive (the value one season earlier) baselines, and with `classical` (when statsforecast is
+    installed) AutoETS, AutoTheta and AutoARIMA fitted on the training part (series_classical.py). MASE
+    divides each MAE by the in-sample MAE of the seasonal-naive one-step forecast on the training part
+    (plain naive when there is no season).
     """
     sr = run if isinstance(run, SeriesRun) else load_series(run)
     about = sr.config["series"]
@@ -502,19 +511,19 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     lag = season or 1
     train = values[:n_train]
     scale = float(np.mean(np.abs(train[lag:] - train[:-lag]))) if n_train > lag else 0.0
-    rows = [_figures(f"model ({sr.describe()})", forecasts, truth, scale), _figures("naive", naive, truth, scale)]
-    if intervals is not None:  # the share of true values inside each prediction interval
-        rows[0]["coverage"] = {str(level): float(np.mean((truth >= low) & (truth <= high)))
-                               for level, (low, high) in intervals.items()}
+    rows = [_figures(f"model ({sr.describe()})", forecasts, truth, scale, intervals),
+            _figures("naive", naive, truth, scale)]
     if season:
         seasonal = values[origins[:, None] + ahead - season * (ahead // season + 1)]
         rows.append(_figures(f"seasonal naive (m={season})", seasonal, truth, scale))
+    others = classical_forecasts(values, n_train, origins, steps, season) if classical else []
+    rows += [_figures(other.name, other.values, truth, scale, other.intervals) for other in others]
     summary = {"run": str(sr.run_dir), "data": series.name, "values": len(values), "train_values": n_train,
                "origins": len(origins), "first_origin": int(origins[0]), "stride": stride, "horizon": steps,
                "season": season, "season_source": season_source, "mase_scale": scale, "mase_lag": lag,
                "seen_by_refit": seen,
                "rows": rows}
-    return Backtest(summary, values, n_train, origins, forecasts, intervals)
+    return Backtest(summary, values, n_train, origins, forecasts, intervals, others)
 
 
 def print_backtest(result: Backtest, out: TextIO | None = None) -> None:
@@ -531,14 +540,15 @@ def print_backtest(result: Backtest, out: TextIO | None = None) -> None:
                   caption=f"{s['origins']} origins from value {s['first_origin']} (every {s['stride']}), "
                           f"horizon {s['horizon']}, {season}; MASE = MAE / {s['mase_scale']:.4g}, "
                           f"the lag-{s['mase_lag']} naive MAE of the training part")
-    table.add_column("method")
-    levels = sorted(int(k) for k in s["rows"][0].get("coverage", {}))
+    table.add_column("method", no_wrap=True)
+    levels = sorted({int(k) for row in s["rows"] for k in row.get("coverage", {})})
     for name in ["MSE", "MAE", "MASE"] + [f"in {level}% interval" for level in levels]:
         table.add_column(name, justify="right")
     best = min(row["mse"] for row in s["rows"])
     for row in s["rows"]:
         mase = "-" if row["mase"] is None else f"{row['mase']:.3f}"
-        covered = [f"{row['coverage'][str(level)]:.0%}" if "coverage" in row else "" for level in levels]
+        covered = [f"{row['coverage'][str(level)]:.0%}" if str(level) in row.get("coverage", {}) else ""
+                   for level in levels]
         table.add_row(row["method"], f"{row['mse']:.4g}", f"{row['mae']:.4g}", mase, *covered,
                       style="bold" if row["mse"] == best else None)
     make_console(out).print(table, soft_wrap=False)  # the caption wraps to the table's width

@@ -295,7 +295,7 @@ def test_backtest_baselines_on_an_exactly_periodic_series(tmp_path):
     assert load_series(tmp_path / "run").settings.season == 5  # detected when it trained
     with pytest.raises(UserError, match="cannot be read again"):
         backtest(tmp_path / "run", steps=3)  # numbers given in memory are not kept with the run
-    result = backtest(tmp_path / "run", values, steps=3)
+    result = backtest(tmp_path / "run", values, steps=3, classical=False)
     s = result.summary
     assert (s["season"], s["season_source"], s["origins"], s["first_origin"]) == (5, "detected", 38, 160)
     model, naive, seasonal = s["rows"]
@@ -306,7 +306,47 @@ def test_backtest_baselines_on_an_exactly_periodic_series(tmp_path):
     assert s["mase_lag"] == 5 and s["mase_scale"] == 0.0 and naive["mase"] is None
     assert result.forecasts.shape == (38, 3)
     assert set(model["coverage"]) == {"80", "95"} and 0 <= model["coverage"]["80"] <= model["coverage"]["95"] <= 1
-    assert backtest(tmp_path / "run", values.tolist(), steps=3, season=2).summary["season_source"] == "given"
+    assert backtest(tmp_path / "run", values.tolist(), steps=3, season=2,
+                    classical=False).summary["season_source"] == "given"
+
+
+def test_the_classical_models_forecast_from_the_same_origins_after_fitting_on_the_training_part(tmp_path):
+    """What `series eval` shows beside the model: statsforecast's models, fitted on the training part only,
+    each forecast made from the values before its origin, with interval coverage."""
+    from statsforecast.models import AutoETS
+
+    values = trend_and_season(200, noise=1.0)
+    train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(horizon=6, season=12),
+                 model=ModelConfig(**TINY_MODEL), config=TrainConfig(max_steps=2))
+    result = backtest(tmp_path / "run", values, stride=5)
+    methods = [row["method"] for row in result.summary["rows"]]
+    assert methods[3:] == ["AutoETS (m=12)", "AutoTheta (m=12)", "AutoARIMA (m=12)"]
+    assert [c.name for c in result.classical] == methods[3:]
+    n = result.n_train
+    assert n == 160 and list(result.origins) == list(range(160, 195, 5))
+    ets = AutoETS(season_length=12).fit(values[:n])
+    for k in (0, len(result.origins) - 1):
+        expected = ets.forward(y=values[:result.origins[k]], h=6, level=[80])
+        np.testing.assert_allclose(result.classical[0].values[k], expected["mean"], rtol=1e-6)
+        np.testing.assert_allclose(result.classical[0].intervals[80][0][k], expected["lo-80"], rtol=1e-6)
+    truth = values[result.origins[:, None] + np.arange(6)]
+    ets_row = result.summary["rows"][3]
+    assert ets_row["mae"] == pytest.approx(np.mean(np.abs(result.classical[0].values - truth)))
+    assert 0 <= ets_row["coverage"]["80"] <= ets_row["coverage"]["95"] <= 1
+    # A clean trend and season is what ETS models exactly: far better than the seasonal naive.
+    assert ets_row["mase"] < 0.5 * result.summary["rows"][2]["mase"]
+
+
+def test_without_statsforecast_eval_says_how_to_add_the_classical_models(tmp_path, monkeypatch, capsys):
+    values = trend_and_season(200, noise=1.0)
+    train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(horizon=6, season=12),
+                 model=ModelConfig(**TINY_MODEL), config=TrainConfig(max_steps=2))
+    capsys.readouterr()
+    monkeypatch.setitem(__import__("sys").modules, "statsforecast", None)
+    result = backtest(tmp_path / "run", values, stride=5)
+    assert [row["method"] for row in result.summary["rows"]][1:] == ["naive", "seasonal naive (m=12)"]
+    assert result.classical == []
+    assert 'once statsforecast is installed: pip install "chargen[classical]"' in capsys.readouterr().err
 
 
 def test_a_char_run_is_refused_by_series_commands(tmp_path):
@@ -405,7 +445,7 @@ def test_cli_forecast_eval_and_plot(sine_run, cli, tmp_path):
     assert png[12:16] == b"IHDR" and (width, height) == (990, 462)  # 9 x 4.2 inches at 110 dpi
     assert "plot written to" in r.stderr
 
-    r = cli("series", "eval", "--checkpoint", str(sine_run), "--steps", "5", "--json")
+    r = cli("series", "eval", "--checkpoint", str(sine_run), "--steps", "5", "--json", "--no-classical")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["season"] == 63 and s["origins"] == 76 and [row["method"] for row in s["rows"]][1:] == \
