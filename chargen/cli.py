@@ -343,10 +343,16 @@ def add_series_parser(commands) -> None:
 
     def data_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--column", metavar="NAME|INDEX",
-                       help="CSV column by header name or 0-based index (default: the only numeric column)")
+                       help="CSV column by header name or 0-based index (default: the only numeric column; "
+                       "with --id-column, the values)")
         p.add_argument("--fill", choices=FILLS, default=None,
                        help="missing or non-numeric values: error (naming the line) or interpolate "
                             "(default: error, or the run's setting)")
+
+    def id_option(p: argparse.ArgumentParser, verb: str) -> None:
+        p.add_argument("--id", dest="series_id", metavar="ID",
+                       help=f"of a run trained on many series, {verb} only this one (a column name of a wide CSV, "
+                       "an id of a long one; default: all of them)")
 
     p = sub.add_parser("train", help="train on a CSV column, a file of numbers, or a synthetic wave",
                        description="Train a regressor on windows of a series; the last part validates. "
@@ -357,6 +363,12 @@ def add_series_parser(commands) -> None:
                    help=f"values of the synthetic wave, 0.1 apart in x (default: {SYNTHETIC_LENGTH})")
     p.add_argument("--noise", type=float, default=0.1, help="noise std of --synthetic noisy-sine (default: 0.1)")
     data_options(p)
+    p.add_argument("--columns", metavar="all|A,B,...",
+                   help="many series, one model: every numeric column of a wide CSV (all), or these columns by "
+                   "name or 0-based index; each series is seen on its own scale")
+    p.add_argument("--id-column", metavar="NAME|INDEX",
+                   help="many series, one model: a long CSV whose rows name their series in this column (time "
+                   "runs down the file within each id; the values in --column)")
     add_run_options(p, reading=False)
     p.add_argument("--resume", action="store_true", help="continue the run exactly where it stopped")
     add_config_options(p, SeriesConfig, "windows")
@@ -372,8 +384,10 @@ def add_series_parser(commands) -> None:
     add_run_options(p)
     p.add_argument("--steps", type=_int_at_least(1), default=None,
                    help="values to forecast (default: the run's horizon)")
-    p.add_argument("--history", metavar="FILE", help="the series to continue (default: the end of the training data)")
+    p.add_argument("--history", metavar="FILE", help="the series to continue, read like the training data (default: "
+                   "the end of the training data)")
     data_options(p)
+    id_option(p, "forecast")
     p.add_argument("--plot", metavar="FILE", help="also draw history, forecast and intervals to FILE: .png, .svg "
                    "or .pdf (needs matplotlib: pip install 'chargen[plot]')")
     p.set_defaults(func=cmd_series_forecast)
@@ -386,6 +400,7 @@ def add_series_parser(commands) -> None:
     add_run_options(p)
     p.add_argument("data", nargs="?", help="the series to backtest on (default: the run's own data)")
     data_options(p)
+    id_option(p, "backtest")
     p.add_argument("--steps", type=_int_at_least(1), default=None, help="forecast horizon (default: the run's horizon)")
     p.add_argument("--season", type=_int_at_least(1), default=None,
                    help="season length for the seasonal-naive baseline (default: detected by autocorrelation)")
@@ -406,8 +421,8 @@ def cmd_series_train(args: argparse.Namespace) -> int:
     overrides = given(args, TrainConfig)
     return report_training(
         lambda: train_series(args.data, args.run, synthetic=args.synthetic, length=args.length, noise=args.noise,
-                             column=args.column, fill=args.fill, checkpoint=args.checkpoint,
-                             settings=SeriesConfig(**given(args, SeriesConfig)),
+                             column=args.column, columns=args.columns, id_column=args.id_column, fill=args.fill,
+                             checkpoint=args.checkpoint, settings=SeriesConfig(**given(args, SeriesConfig)),
                              model=ModelConfig(**{**SERIES_MODEL_DEFAULTS, **given(args, ModelConfig)}),
                              config=TrainConfig(**{**SERIES_TRAIN_DEFAULTS, **overrides}), resume=args.resume,
                              overrides=overrides),
@@ -417,37 +432,58 @@ def cmd_series_train(args: argparse.Namespace) -> int:
 
 
 def cmd_series_forecast(args: argparse.Namespace) -> int:
-    from chargen.plot import figure_path
-    from chargen.series import forecast, forecast_figure, load_series, show_plot, write_forecast_csv
+    from chargen.series import forecast_all, forecast_figure, show_plot, write_forecast_csv
 
-    if args.plot:
-        figure_path(args.plot)
-    run = load_series(args.run, args.checkpoint)
-    result = forecast(run, args.steps or run.settings.horizon, args.history, args.column, args.fill)
-    write_forecast_csv(result, sys.stdout)
+    run = _series_run_to_show(args)
+    results = forecast_all(run, args.steps or run.settings.horizon, args.history, args.column, args.fill,
+                           args.series_id)
+    write_forecast_csv(results if len(run.members) > 1 else results[run.members[0].id], sys.stdout)
     sys.stdout.flush()
-    show_plot(forecast_figure(result, f"{run.run_dir.name}: forecast of {len(result.values)} steps"), args.plot)
+    if len(results) == 1:
+        (series_id, result), = results.items()
+        name = run.run_dir.name + (f" ({series_id})" if len(run.members) > 1 else "")
+        show_plot(forecast_figure(result, f"{name}: forecast of {len(result.values)} steps"), args.plot)
     return 0
 
 
 def cmd_series_eval(args: argparse.Namespace) -> int:
     import json
 
+    from chargen.series import backtest, backtest_all, backtest_figure, print_backtest, show_plot
+
+    run = _series_run_to_show(args)
+    if len(run.members) > 1 and args.series_id is None:
+        summary, _ = backtest_all(run, args.data, args.steps, args.season, args.stride, args.column, args.fill,
+                                  args.classical)
+    else:
+        result = backtest(run, args.data, args.steps, args.season, args.stride, args.column, args.fill,
+                          args.classical, args.series_id)
+        summary = result.summary
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print_backtest(summary)
+    sys.stdout.flush()
+    if "members" not in summary:
+        show_plot(backtest_figure(result, f"{run.run_dir.name}: backtest of {summary['data']}, horizon "
+                                                  f"{summary['horizon']}"), args.plot)
+    return 0
+
+
+def _series_run_to_show(args: argparse.Namespace):
+    """The series run of `forecast` / `eval`, with --plot checked before any work: a format matplotlib writes,
+    and one series to draw."""
     from chargen.plot import figure_path
-    from chargen.series import backtest, backtest_figure, load_series, print_backtest, show_plot
+    from chargen.series import load_series
 
     if args.plot:
         figure_path(args.plot)
     run = load_series(args.run, args.checkpoint)
-    result = backtest(run, args.data, args.steps, args.season, args.stride, args.column, args.fill, args.classical)
-    if args.json:
-        print(json.dumps(result.summary))
-    else:
-        print_backtest(result)
-    sys.stdout.flush()
-    show_plot(backtest_figure(result, f"{run.run_dir.name}: backtest, horizon {result.summary['horizon']}"),
-              args.plot)
-    return 0
+    if args.series_id is not None:
+        run.select(args.series_id)  # an unknown id: one line, before any work
+    elif args.plot and len(run.members) > 1:
+        raise UserError(f"--plot draws one series, and {run.run_dir.name} has {len(run.members)}: name one with --id")
+    return run
 
 
 # -- text classification ----------------------------------------------------------------------------

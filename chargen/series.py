@@ -31,11 +31,11 @@ from chargen.heads import require_head
 from chargen.log import info
 from chargen.plot import COLORS, Band, Figure, Line
 from chargen.runtime import Distributed
-from chargen.series_classical import ClassicalForecasts, classical_forecasts
+from chargen.series_classical import ClassicalForecasts, available, classical_forecasts
 from chargen.series_data import (SERIES_MODEL_DEFAULTS, SERIES_TRAIN_DEFAULTS, SYNTHETIC_LENGTH, Scaler, Series,
-                                 SeriesConfig, check_sizes, detect_season, from_values, load_source, read_series,
-                                 resolve, sized_budget, split_point, synthetic, train_starts, val_starts,
-                                 values_digest, window_indices)
+                                 SeriesConfig, check_sizes, collection_digest, detect_season, from_values,
+                                 load_source, read_collection, read_series, resolve, sized_budget, split_point,
+                                 synthetic, train_starts, val_starts, values_digest, window_indices)
 from chargen.series_relative import (INTERVALS, MEDIAN, QUANTILES, calibrate, interval_margins, level_and_base,
                                      pinball_loss, relative_inputs)
 
@@ -57,16 +57,22 @@ class SeriesTask:
     carries_state = False
     unit = "windows"
 
-    def __init__(self, values: np.ndarray, n_train: int, settings: SeriesConfig, batch_size: int, seed: int,
+    def __init__(self, parts: Sequence[tuple[np.ndarray, int]], settings: SeriesConfig, batch_size: int, seed: int,
                  device: torch.device, std: float = 1.0, dist: Distributed = Distributed()):
+        """parts: each series' scaled values and how many of its leading values train; the series are laid
+        end to end, and no window crosses from one into the next."""
         self.settings = settings
         self.seed = seed
         self.device = device
         self.std = std  # the scaler's: figures in data units are reported next to the standardised loss
         self.dist = dist
-        self.values = torch.as_tensor(values, dtype=torch.float32, device=device)
-        self.train = train_starts(n_train, settings)
-        self.val = val_starts(len(values), n_train, settings)
+        self.values = torch.as_tensor(np.concatenate([values for values, _ in parts]), dtype=torch.float32,
+                                      device=device)
+        offsets = np.cumsum([0] + [len(values) for values, _ in parts])
+        self.train = np.concatenate([offset + train_starts(n_train, settings)
+                                     for offset, (_, n_train) in zip(offsets, parts)])
+        self.val = np.concatenate([offset + val_starts(len(values), n_train, settings)
+                                   for offset, (values, n_train) in zip(offsets, parts)])
         self.held_out = len(self.val) > 0
         if not self.held_out:  # --val-fraction 0: report (and select checkpoints by) the training windows
             self.val = self.train
@@ -155,25 +161,39 @@ def point(prediction: torch.Tensor, settings: SeriesConfig) -> torch.Tensor:
 
 # -- training ---------------------------------------------------------------------------------------
 def _read(data: str | Path | Sequence[float] | None, synthetic_kind: str | None, length: int, noise: float,
-          seed: int, column: str | int | None, fill: str) -> Series:
+          seed: int, column: str | int | None, columns: str | None, id_column: str | int | None,
+          fill: str) -> list[Series]:
+    """The series to train on: one (a file's column, numbers, a synthetic wave) or a file's collection."""
     if data is not None and synthetic_kind is not None:
         raise UserError("give either a data file or --synthetic, not both")
     if synthetic_kind is not None:
-        return synthetic(synthetic_kind, length, seed, noise)
+        return [synthetic(synthetic_kind, length, seed, noise)]
     if data is None:
         raise UserError("no data: pass a CSV file (or one number per line), or --synthetic sine")
-    if isinstance(data, (str, Path)):
-        return read_series(data, column, fill)
-    return from_values(data)
+    if not isinstance(data, (str, Path)):
+        return [from_values(data)]
+    if columns is not None or id_column is not None:
+        return read_collection(data, columns, id_column, column, fill)
+    return [read_series(data, column, fill)]
+
+
+def _name(collection: Sequence[Series]) -> str:
+    """A run's default name: its one series', or its file's for a collection."""
+    if len(collection) == 1:
+        return collection[0].name.replace(":", "-")
+    return Path(collection[0].source["path"]).stem
 
 
 def train_series(data: str | Path | Sequence[float] | None = None, run: str | None = None, *,
                  synthetic: str | None = None, length: int = SYNTHETIC_LENGTH, noise: float = 0.1,
-                 column: str | int | None = None, fill: str | None = None, checkpoint: str | Path | None = None,
+                 column: str | int | None = None, columns: str | None = None, id_column: str | int | None = None,
+                 fill: str | None = None, checkpoint: str | Path | None = None,
                  settings: SeriesConfig | None = None, model: ModelConfig | None = None,
                  config: TrainConfig | None = None, max_time: str | float | None = None, resume: bool = False,
                  overrides: dict | None = None, should_stop: Callable[[int], bool] | None = None):
-    """Train a regressor on a series: a CSV/number file, numbers in memory, or a synthetic wave.
+    """Train a regressor on a series (a CSV/number file, numbers in memory, a synthetic wave) or on many
+    at once: the columns of a wide CSV (`columns`: "all" or "a,b,c") or the series of a long one
+    (`id_column`, the values in `column`), one model across all, each series on its own scale.
 
     fill: "error" (default) or "interpolate" for missing values (on resume: the run's setting).
     settings: windows, horizon, many-to-many/one, loss, validation fraction. run: a name under
@@ -193,13 +213,14 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
             raise UserError("--resume needs the run: --run NAME or --checkpoint PATH")
         run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / run
     else:
-        series = _read(data, synthetic, length, noise, config.rng_seed, column, fill or "error")
-        name = run or series.name.replace(":", "-")
-        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / name
-        (settings or SeriesConfig()).validate()
-        n_train = split_point(len(series.values), (settings or SeriesConfig()).val_fraction)
-        settings, season_found = resolve(settings or SeriesConfig(), series.values[:n_train])
-        budget = sized_budget(len(train_starts(n_train, settings)))
+        collection = _read(data, synthetic, length, noise, config.rng_seed, column, columns, id_column,
+                           fill or "error")
+        run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or _name(collection))
+        val_fraction = (settings or SeriesConfig()).validate().val_fraction
+        settings, season_found = resolve(settings or SeriesConfig(), [
+            series.values[:split_point(len(series.values), val_fraction)] for series in collection])
+        budget = sized_budget(sum(len(train_starts(split_point(len(series.values), val_fraction), settings))
+                                  for series in collection))
         if not config.eval_every:
             config = dataclasses.replace(config, eval_every=budget["eval_every"])
         budget = {"max_steps": budget["max_steps"]}
@@ -210,42 +231,66 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         refitting = False
         if started.resuming:
             about = started.saved["series"]
-            series = from_values(data) if data is not None and not isinstance(data, (str, Path)) else \
+            collection = [from_values(data)] if data is not None and not isinstance(data, (str, Path)) else \
                 load_source(about["source"], data, column, fill)
-            if values_digest(series.values) != about["sha256"]:
+            if collection_digest(collection) != about["sha256"]:
                 raise UserError(f"--resume: this is not the series the run was trained on ({about['name']}, "
                                 f"{about['values']} values); pass the same data or start a new --run")
             settings = SeriesConfig.from_dict(about["settings"]).validate()
             season_found, refitting = about.get("season_found", "given"), "refit" in about
 
-        values = series.values
-        n_fit = split_point(len(values), settings.val_fraction)  # the part the scaler and the first training see
-        n_train = len(values) if refitting else n_fit
-        check_sizes(len(values), n_train, settings)
-        scaler = Scaler.fit_relative(values[:n_fit], settings.season, settings.transform == "log") \
-            if settings.normalise == "window" else Scaler.fit(values[:n_fit])
+        many = len(collection) > 1
+        parts, members = [], []
+        for series in collection:
+            n_fit = split_point(len(series.values), settings.val_fraction)  # what the scaler and phase 1 see
+            n_train = len(series.values) if refitting else n_fit
+            try:
+                check_sizes(len(series.values), n_train, settings, validation=not many)
+                scaler = Scaler.fit_relative(series.values[:n_fit], settings.season, settings.transform == "log") \
+                    if settings.normalise == "window" else Scaler.fit(series.values[:n_fit])
+                scaled = scaler.transform(series.values)
+            except UserError as e:
+                if many:  # a message about one series of many names it
+                    raise UserError(f"series {series.name!r}: {e}") from None
+                raise
+            parts.append((scaled, n_train))
+            members.append({"id": series.name, "scaler": scaler.to_dict(), "values": len(series.values),
+                            "train_values": n_fit, "sha256": values_digest(series.values),
+                            "history": [float(v) for v in series.values[-max(HISTORY_KEPT, settings.window):]]})
         model_config.head = "series"
         model_config.inputs = 2 if settings.normalise == "window" else 1
         model_config.outputs = settings.horizon * (len(QUANTILES) if settings.loss == "quantile" else 1)
-        scaled = scaler.transform(values)
+        # One series: figures in its units; many: in each one's scaled units (comparable across them).
+        std = 1.0 if many else Scaler.from_dict(members[0]["scaler"]).std
 
-        def new_task(n: int) -> SeriesTask:
-            return SeriesTask(scaled, n, settings, config.batch_size, config.rng_seed, started.device, scaler.std,
-                              started.dist)
+        def new_task(whole: bool) -> SeriesTask:
+            return SeriesTask([(scaled, len(scaled) if whole else n) for scaled, n in parts], settings,
+                              config.batch_size, config.rng_seed, started.device, std, started.dist)
 
         torch.manual_seed(config.rng_seed)
         net = build_model(model_config)
-        task = new_task(n_train)
+        task = new_task(refitting)
+        if many and not refitting:
+            unvalidated = [series.name for series, (scaled, n) in zip(collection, parts)
+                           if n < len(scaled) and not len(val_starts(len(scaled), n, settings))]
+            if len(unvalidated) == len(collection):
+                check_sizes(len(parts[0][0]), parts[0][1], settings)  # no series has a validation window: say why
+            if unvalidated:
+                info(f"{len(unvalidated)} of the {len(collection)} series ({', '.join(unvalidated[:5])}"
+                     f"{' ...' if len(unvalidated) > 5 else ''}) are too short for a validation window of horizon "
+                     f"{settings.horizon}: they only train")
         if task.batch_size != config.batch_size:
             info(f"--batch-size {config.batch_size} is more than the {len(task.train)} training windows: "
                  f"using {task.batch_size} (full batch)")
             config.batch_size = task.batch_size
+        n_values = sum(m["values"] for m in members)
+        n_fit = sum(m["train_values"] for m in members)
         run_info = {"series": {
-            "name": series.name, "source": series.source, "sha256": values_digest(values),
-            "settings": settings.to_dict(), "season_found": season_found, "scaler": scaler.to_dict(),
-            "values": len(values), "train_values": n_fit, "val_values": len(values) - n_fit,
-            "season": settings.season if settings.season > 1 else None,
-            "history": [float(v) for v in values[-max(HISTORY_KEPT, settings.window):]],
+            "name": Path(collection[0].source["path"]).name if many else collection[0].name,
+            "source": collection[0].source, "sha256": collection_digest(collection),
+            "settings": settings.to_dict(), "season_found": season_found, "values": n_values,
+            "train_values": n_fit, "val_values": n_values - n_fit,
+            "season": settings.season if settings.season > 1 else None, "members": members,
         }}
         if refitting:
             run_info["series"]["refit"] = started.saved["series"]["refit"]
@@ -253,9 +298,11 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         season = f"season {settings.season} ({season_found})" if settings.season > 1 else "no season"
         normalised = f"per window{', log' if settings.transform == 'log' else ''}" \
             if settings.normalise == "window" else "standardised"
+        what = f"{len(collection)} series of {run_info['series']['name']}" if many else collection[0].name
+        n_train = n_values if refitting else n_fit
         started.announce(f"{model_config.layers}x{model_config.hidden} {model_config.cell.upper()} "
-                         f"({count_parameters(net):,} parameters) on {series.name}: {n_train} training / "
-                         f"{len(values) - n_train} validation values, {len(task.train)} windows of "
+                         f"({count_parameters(net):,} parameters) on {what}: {n_train} training / "
+                         f"{n_values - n_train} validation values, {len(task.train)} windows of "
                          f"{settings.window} ({mode}, horizon {settings.horizon}, {season}, {normalised}, "
                          f"{settings.loss} loss), batch {task.batch_size}")
         result = started.train(net, task, run_info, should_stop)
@@ -272,25 +319,37 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         # also have learnt from its end, so a fresh model trains on every value for that many steps.
         steps = int(result.metrics.get("step") or result.step) or 1
         run_info["series"]["refit"] = {"selected_step": steps, "selected_by": result.metrics,
-                                       "train_values": len(values)}
+                                       "train_values": n_values}
         if started.dist.is_main:
-            info(f"refit: validation chose {steps} steps; training a fresh model on all {len(values)} values for "
+            info(f"refit: validation chose {steps} steps; training a fresh model on all {n_values} values for "
                  f"{steps} steps")
         config = dataclasses.replace(config, max_steps=steps, epochs=0.0, max_time=0.0, patience=0, eval_every=0)
         torch.manual_seed(config.rng_seed)
-        refit = loop.train_loop(build_model(model_config), new_task(len(values)), config, run_dir, run_info,
+        refit = loop.train_loop(build_model(model_config), new_task(True), config, run_dir, run_info,
                                 dist=started.dist, should_stop=should_stop)
         # What a user weighs the run by: the validation figures that chose the length (the refit has none).
-        return dataclasses.replace(refit, metrics={**result.metrics, "refit_values": len(values)})
+        return dataclasses.replace(refit, metrics={**result.metrics, "refit_values": n_values})
 
 
 # -- using a trained run ----------------------------------------------------------------------------
 @dataclass
+class Member:
+    """One series of a run: its id, its scaler, and the end of its values (what `forecast` starts from)."""
+
+    id: str
+    scaler: Scaler
+    history: np.ndarray     # (<= HISTORY_KEPT,) data units
+    values: int             # how many values it had, and how many of them the first training saw
+    train_values: int
+    sha256: str
+
+
+@dataclass
 class SeriesRun:
-    """A trained series run: the model (best weights, eval mode, CPU), its scaler and window settings."""
+    """A trained series run: the model (best weights, eval mode, CPU), its series and window settings."""
 
     model: nn.Module
-    scaler: Scaler
+    members: list[Member]
     settings: SeriesConfig
     config: dict
     run_dir: Path
@@ -298,6 +357,23 @@ class SeriesRun:
     def describe(self) -> str:
         m = self.config["model"]
         return f"{m['cell']} {m['layers']}x{m['hidden']}"
+
+    def select(self, series_id: str | None) -> list[Member]:
+        """The series `series_id` names, or all of them."""
+        if series_id is None:
+            return self.members
+        for member in self.members:
+            if member.id == series_id:
+                return [member]
+        shown = ", ".join(repr(m.id) for m in self.members[:10]) + (" ..." if len(self.members) > 10 else "")
+        raise UserError(f"--id {series_id!r}: {self.run_dir.name} has no such series; its series are {shown}")
+
+    def one(self, series_id: str | None) -> Member:
+        """The series `series_id` names, or the run's only one."""
+        if series_id is None and len(self.members) > 1:
+            raise UserError(f"{self.run_dir.name} was trained on {len(self.members)} series; name one with --id "
+                            f"(e.g. --id {self.members[0].id})")
+        return self.select(series_id)[0]
 
 
 def load_series(run: str | Path | None = None, checkpoint: str | Path | None = None) -> SeriesRun:
@@ -311,9 +387,15 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
     # config.json is read, never trusted: a damaged standardisation or history would give garbage forecasts.
     try:
         about = config["series"]
-        scaler = Scaler.from_dict(about["scaler"])
         settings = SeriesConfig.from_dict(about["settings"]).validate()
-        history = np.asarray(about["history"], dtype=np.float64)
+        # A run trained before many series kept its one series' scaler and history at the top level.
+        listed = about["members"] if "members" in about else [
+            {"id": about["name"], "scaler": about["scaler"], "history": about["history"], "values": about["values"],
+             "train_values": about["train_values"], "sha256": about["sha256"]}]
+        members = [Member(str(m["id"]), Scaler.from_dict(m["scaler"]), np.asarray(m["history"], dtype=np.float64),
+                          int(m["values"]), int(m["train_values"]), str(m["sha256"])) for m in listed]
+        if not members:
+            raise KeyError("members")
     except (KeyError, TypeError, ValueError, UserError) as e:
         detail = f"no {e.args[0]!r} in it" if isinstance(e, KeyError) else first_line(e)
         raise UserError(f"{run_dir / CONFIG}: the series section is damaged ({detail}); the run cannot be "
@@ -322,13 +404,16 @@ def load_series(run: str | Path | None = None, checkpoint: str | Path | None = N
         raise UserError(f"{run_dir / CONFIG}: the series section is damaged (window {settings.window}, horizon "
                         f"{settings.horizon}, season {settings.season}); the run cannot be used — retrain it")
     margins = about.get("interval_margins") or {}
-    if not (math.isfinite(scaler.mean) and math.isfinite(scaler.std) and scaler.std > 0) \
-            or history.ndim != 1 or not np.isfinite(history).all() \
-            or not all(isinstance(v, float) and math.isfinite(v) for v in margins.values()):
-        raise UserError(f"{run_dir / CONFIG}: the series section holds impossible values (standardisation mean "
-                        f"{scaler.mean}, std {scaler.std}, or a non-finite history); the run cannot be used — "
-                        "retrain it")
-    return SeriesRun(model, scaler, settings, config, run_dir)
+    if not all(isinstance(v, float) and math.isfinite(v) for v in margins.values()):
+        raise UserError(f"{run_dir / CONFIG}: the series section holds non-finite interval margins; the run "
+                        "cannot be used — retrain it")
+    for m in members:
+        if not (math.isfinite(m.scaler.mean) and math.isfinite(m.scaler.std) and m.scaler.std > 0) \
+                or m.history.ndim != 1 or len(m.history) == 0 or not np.isfinite(m.history).all():
+            raise UserError(f"{run_dir / CONFIG}: the series section holds impossible values (series {m.id!r}: "
+                            f"standardisation mean {m.scaler.mean}, std {m.scaler.std}, or a non-finite history); "
+                            "the run cannot be used — retrain it")
+    return SeriesRun(model, members, settings, config, run_dir)
 
 
 @torch.no_grad()
@@ -378,35 +463,46 @@ class Forecast:
 
 def forecast(run: str | Path | SeriesRun | None = None, steps: int = 1,
              history: str | Path | Sequence[float] | None = None, column: str | int | None = None,
-             fill: str | None = None) -> Forecast:
-    """The `steps` values after the history (default: the end of the run's own series).
+             fill: str | None = None, series_id: str | None = None) -> Forecast:
+    """The `steps` values after the history of one series: the run's only one, or `series_id` of a run
+    trained on many (forecast_all for all of them).
 
-    history: a data file (read like the training data, same column by default) or numbers. The model
-    is primed on its last --window values (all of them when fewer) and rolled forward.
+    history: a data file (read like the training data, same column(s) by default) or numbers; by
+    default the end of the run's own series. The model is primed on its last --window values (all of
+    them when fewer) and rolled forward.
     """
+    sr = run if isinstance(run, SeriesRun) else load_series(run)
+    member = sr.one(series_id)
+    return forecast_all(sr, steps, history, column, fill, member.id)[member.id]
+
+
+def forecast_all(run: str | Path | SeriesRun | None = None, steps: int = 1,
+                 history: str | Path | Sequence[float] | None = None, column: str | int | None = None,
+                 fill: str | None = None, series_id: str | None = None) -> dict[str, Forecast]:
+    """forecast() for every series of the run (or the one `series_id` names), by id, each on its own scale."""
     if steps < 1:
         raise UserError(f"--steps must be at least 1, not {steps}")
     sr = run if isinstance(run, SeriesRun) else load_series(run)
     about = sr.config["series"]
-    if history is None:
-        past = np.asarray(about["history"], dtype=np.float64)
-    elif isinstance(history, (str, Path)):
-        past = read_series(history, about["source"].get("column") if column is None else column,
-                           fill or about["source"].get("fill") or "error").values
-    else:
-        past = from_values(history).values
-    if len(past) == 0:
-        raise UserError("the history is empty; give at least one value to start from")
+    members = sr.select(series_id)
+    given = {} if history is None else {key: series.values for key, series in
+                                        _data_by_id(sr, history, column, fill, members).items()}
     window = sr.settings.window
-    if len(past) < window:
-        info(f"the history has {len(past)} values, fewer than the run's window ({window}): "
-             "forecasting from the shorter context")
     if steps > sr.settings.horizon and sr.settings.loss == "quantile":
         info(f"values beyond the run's horizon ({sr.settings.horizon}) are forecast from the forecasts before "
              "them: their intervals leave out the uncertainty of those, so they are too narrow")
-    forecasts = sr.scaler.inverse(calibrate(roll(sr.model, sr.scaler.transform(past[-window:])[None, :], steps,
-                                                 sr.settings)[0], about.get("interval_margins")))   # (steps, Q)
-    return Forecast(past, *split_quantiles(forecasts, sr.settings))
+    results = {}
+    for member in members:
+        past = member.history if history is None else given[member.id]
+        if len(past) == 0:
+            raise UserError("the history is empty; give at least one value to start from")
+        if len(past) < window:
+            info(f"the history{'' if len(sr.members) == 1 else ' of ' + repr(member.id)} has {len(past)} values, "
+                 f"fewer than the run's window ({window}): forecasting from the shorter context")
+        scaled = roll(sr.model, member.scaler.transform(past[-window:])[None, :], steps, sr.settings)[0]
+        forecasts = member.scaler.inverse(calibrate(scaled, about.get("interval_margins")))   # (steps, Q)
+        results[member.id] = Forecast(past, *split_quantiles(forecasts, sr.settings))
+    return results
 
 
 def split_quantiles(forecasts: np.ndarray, settings: SeriesConfig) -> tuple[np.ndarray, dict | None]:
@@ -417,16 +513,27 @@ def split_quantiles(forecasts: np.ndarray, settings: SeriesConfig) -> tuple[np.n
                                     for level, (lo, hi) in INTERVALS.items()}
 
 
-def write_forecast_csv(result: Forecast, out: TextIO | None = None) -> None:
+def write_forecast_csv(result: Forecast | dict[str, Forecast], out: TextIO | None = None) -> None:
     """`step,value` rows (step 1 is the value right after the history), full float precision, and for a
-    quantile run the interval bounds `low_95,low_80,high_80,high_95`; default stdout."""
+    quantile run the interval bounds `low_95,low_80,high_80,high_95`; for forecasts by series id, an `id`
+    column first. Default stdout."""
     out = out or sys.stdout
-    bounds = []
-    if result.intervals is not None:
-        bounds = [result.intervals[95][0], result.intervals[80][0], result.intervals[80][1], result.intervals[95][1]]
-    out.write("step,value" + (",low_95,low_80,high_80,high_95" if bounds else "") + "\n")
-    for i, value in enumerate(result.values):
-        out.write(",".join([str(i + 1), repr(float(value))] + [repr(float(b[i])) for b in bounds]) + "\n")
+    by_id = result if isinstance(result, dict) else {None: result}
+    first = next(iter(by_id.values()))
+    out.write("id," * isinstance(result, dict) + "step,value"
+              + (",low_95,low_80,high_80,high_95" if first.intervals is not None else "") + "\n")
+    for series_id, one in by_id.items():
+        bounds = []
+        if one.intervals is not None:
+            bounds = [one.intervals[95][0], one.intervals[80][0], one.intervals[80][1], one.intervals[95][1]]
+        key = [] if series_id is None else [_csv_cell(series_id)]
+        for i, value in enumerate(one.values):
+            out.write(",".join(key + [str(i + 1), repr(float(value))] + [repr(float(b[i])) for b in bounds]) + "\n")
+
+
+def _csv_cell(text: str) -> str:
+    """A CSV field: quoted when it holds a comma, a quote or a line break."""
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\r\n') else text
 
 
 # -- backtest ----------------------------------------------------------------------------------------
@@ -457,8 +564,10 @@ def _figures(method: str, prediction: np.ndarray, truth: np.ndarray, scale: floa
 
 def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Sequence[float] | None = None,
              steps: int | None = None, season: int | None = None, stride: int = 1,
-             column: str | int | None = None, fill: str | None = None, classical: bool = True) -> Backtest:
-    """Rolling-origin evaluation over the validation part of `data` (default: the run's own series).
+             column: str | int | None = None, fill: str | None = None, classical: bool = True,
+             series_id: str | None = None) -> Backtest:
+    """Rolling-origin evaluation over the validation part of one series of `data` (default: the run's own
+    data): the run's only series, or `series_id` of a run trained on many (backtest_all for all).
 
     From each origin o (every `stride` values of the validation part) the model sees only values before
     o and forecasts `steps` values (default: the run's horizon); so do the naive (last value) and the
@@ -468,12 +577,81 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     (plain naive when there is no season).
     """
     sr = run if isinstance(run, SeriesRun) else load_series(run)
+    member = sr.one(series_id)
+    series = _data_by_id(sr, data, column, fill, [member])[member.id]
+    result = _backtest_series(sr, member, series, steps, season, stride, classical and available())
+    _warn_if_seen(result.summary)
+    return result
+
+
+def backtest_all(run: str | Path | SeriesRun | None = None, data: str | Path | None = None,
+                 steps: int | None = None, season: int | None = None, stride: int = 1,
+                 column: str | int | None = None, fill: str | None = None,
+                 classical: bool = True) -> tuple[dict, list[Backtest]]:
+    """backtest() of every series of the run, and a summary of all: each method's mean MASE over the
+    series (M4's measure: every series on its own scale), and the mean share inside each interval."""
+    sr = run if isinstance(run, SeriesRun) else load_series(run)
+    by_id = _data_by_id(sr, data, column, fill, sr.members)
+    classical = classical and available()
+    results, left_out = [], []
+    for member in sr.members:
+        try:
+            results.append(_backtest_series(sr, member, by_id[member.id], steps, season, stride, classical))
+        except UserError as e:  # too short to backtest: the others still are
+            left_out.append(f"series {member.id!r}: {e}")
+    if not results:
+        raise UserError(left_out[0])
+    for reason in left_out:
+        info(f"left out of the backtest: {reason}")
+    first = results[0].summary
+    methods = list(dict.fromkeys(row["method"] for r in results for row in r.summary["rows"]))
+    rows = []
+    for method in methods:
+        mine = [row for r in results for row in r.summary["rows"] if row["method"] == method]
+        mase = [row["mase"] for row in mine if row["mase"] is not None]
+        row = {"method": method, "mse": None, "mae": None, "mase": float(np.mean(mase)) if mase else None,
+               "series": len(mine)}
+        covered = [row_["coverage"] for row_ in mine if "coverage" in row_]
+        if covered:
+            row["coverage"] = {level: float(np.mean([c[level] for c in covered])) for level in covered[0]}
+        rows.append(row)
+    summary = {"run": first["run"], "data": f"{len(results)} series", "series": len(results),
+               "left_out": left_out,
+               "origins": sum(r.summary["origins"] for r in results), "stride": stride,
+               "horizon": first["horizon"], "season": first["season"], "season_source": first["season_source"],
+               "seen_by_refit": any(r.summary["seen_by_refit"] for r in results), "rows": rows,
+               "members": [r.summary for r in results]}
+    _warn_if_seen(summary)
+    return summary, results
+
+
+def _warn_if_seen(summary: dict) -> None:
+    if summary["seen_by_refit"]:
+        info("this run was refit on its whole series, so it has seen the values this backtest scores: the "
+             "figures are optimistic. For an honest comparison train with --no-refit, or backtest on newer data")
+
+
+def _data_by_id(sr: SeriesRun, data: str | Path | Sequence[float] | None, column: str | int | None,
+                fill: str | None, members: list[Member]) -> dict[str, Series]:
+    """The series of `data` (default: the run's own; a file is read like the training data, numbers are one
+    series) for each of `members`, by id."""
+    if data is not None and not isinstance(data, (str, Path)):
+        return {sr.one(members[0].id if len(members) == 1 else None).id: from_values(data)}
+    collection = load_source(sr.config["series"]["source"], data, column, fill)
+    if len(sr.members) == 1:  # one series: the file's column is it, whatever its name
+        return {sr.members[0].id: collection[0]}
+    by_id = {series.name: series for series in collection}
+    for member in members:
+        if member.id not in by_id:
+            raise UserError(f"the data has no series {member.id!r}; give the run's series, or name one with --id")
+    return by_id
+
+
+def _backtest_series(sr: SeriesRun, member: Member, series: Series, steps: int | None, season: int | None,
+                     stride: int, classical: bool) -> Backtest:
+    """backtest() of one series of the run, given its data."""
     about = sr.config["series"]
     settings = sr.settings
-    if data is None or isinstance(data, (str, Path)):
-        series = load_source(about["source"], data, column, fill)
-    else:
-        series = from_values(data)
     values = series.values
     n_train = split_point(len(values), settings.val_fraction)
     steps = steps or settings.horizon
@@ -484,10 +662,7 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     if n_train < settings.window + 1:
         raise UserError(f"{series.name}: the training part has {n_train} values, fewer than one window "
                         f"({settings.window}) plus one; give a longer series")
-    seen = "refit" in about and values_digest(values[:about["values"]]) == about["sha256"]
-    if seen:
-        info("this run was refit on its whole series, so it has seen the values this backtest scores: the "
-             "figures are optimistic. For an honest comparison train with --no-refit, or backtest on newer data")
+    seen = "refit" in about and values_digest(values[:member.values]) == member.sha256
     origins = np.arange(n_train, len(values) - steps + 1, stride)
     if len(origins) == 0:
         raise UserError(f"the validation part has {len(values) - n_train} values, fewer than --steps {steps}; "
@@ -503,7 +678,7 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
 
     contexts = values[origins[:, None] - settings.window + np.arange(settings.window)[None, :]]
     forecasts, intervals = split_quantiles(
-        sr.scaler.inverse(calibrate(roll(sr.model, sr.scaler.transform(contexts), steps, settings),
+        member.scaler.inverse(calibrate(roll(sr.model, member.scaler.transform(contexts), steps, settings),
                                     about.get("interval_margins"))), settings)
     ahead = np.arange(steps)[None, :]
     truth = values[origins[:, None] + ahead]
@@ -526,31 +701,39 @@ def backtest(run: str | Path | SeriesRun | None = None, data: str | Path | Seque
     return Backtest(summary, values, n_train, origins, forecasts, intervals, others)
 
 
-def print_backtest(result: Backtest, out: TextIO | None = None) -> None:
-    """The backtest as a rich table, on the console every command shows text through (`display.make_console`:
-    colour only on a terminal, none under NO_COLOR; no markup, so a file name such as data[x].csv is shown
-    as it is). out: default the standard output of the moment (not of import time)."""
+def print_backtest(summary: dict, out: TextIO | None = None) -> None:
+    """A backtest's summary (Backtest.summary, or backtest_all's) as a rich table, on the console every
+    command shows text through (`display.make_console`: colour only on a terminal, none under NO_COLOR; no
+    markup, so a file name such as data[x].csv is shown as it is). The best MASE is in bold. out: default
+    the standard output of the moment (not of import time)."""
     from rich.table import Table
 
     from chargen.display import make_console
 
-    s = result.summary
+    s = summary
+    many = "members" in s
     season = f"season {s['season']} ({s['season_source']})" if s["season"] else "no season found"
-    table = Table(title=f"Backtest of {Path(s['run']).name} on {s['data']}",
-                  caption=f"{s['origins']} origins from value {s['first_origin']} (every {s['stride']}), "
-                          f"horizon {s['horizon']}, {season}; MASE = MAE / {s['mase_scale']:.4g}, "
-                          f"the lag-{s['mase_lag']} naive MAE of the training part")
+    if many:
+        caption = (f"{s['origins']} origins in all (every {s['stride']}), horizon {s['horizon']}, {season}; "
+                   "MASE of each series on its own scale (its training part's naive MAE), then the mean")
+    else:
+        caption = (f"{s['origins']} origins from value {s['first_origin']} (every {s['stride']}), "
+                   f"horizon {s['horizon']}, {season}; MASE = MAE / {s['mase_scale']:.4g}, "
+                   f"the lag-{s['mase_lag']} naive MAE of the training part")
+    table = Table(title=f"Backtest of {Path(s['run']).name} on {s['data']}", caption=caption)
     table.add_column("method", no_wrap=True)
     levels = sorted({int(k) for row in s["rows"] for k in row.get("coverage", {})})
-    for name in ["MSE", "MAE", "MASE"] + [f"in {level}% interval" for level in levels]:
+    figures = ["mean MASE"] if many else ["MSE", "MAE", "MASE"]
+    for name in figures + [f"in {level}% interval" for level in levels]:
         table.add_column(name, justify="right")
-    best = min(row["mse"] for row in s["rows"])
+    scored = [row["mase"] for row in s["rows"] if row["mase"] is not None]
     for row in s["rows"]:
         mase = "-" if row["mase"] is None else f"{row['mase']:.3f}"
+        shown = [mase] if many else [f"{row['mse']:.4g}", f"{row['mae']:.4g}", mase]
         covered = [f"{row['coverage'][str(level)]:.0%}" if str(level) in row.get("coverage", {}) else ""
                    for level in levels]
-        table.add_row(row["method"], f"{row['mse']:.4g}", f"{row['mae']:.4g}", mase, *covered,
-                      style="bold" if row["mse"] == best else None)
+        table.add_row(row["method"], *shown, *covered,
+                      style="bold" if scored and row["mase"] == min(scored) else None)
     make_console(out).print(table, soft_wrap=False)  # the caption wraps to the table's width
 
 

@@ -29,11 +29,12 @@ class ClassicalForecasts:
     intervals: dict[int, tuple[np.ndarray, np.ndarray]]        # {80: (low, high), 95: ...}, each (B, steps)
 
 
-def installed() -> bool:
-    """Whether statsforecast can be imported."""
+def available() -> bool:
+    """Whether statsforecast can be imported; when not, one line on stderr saying how to install it."""
     try:
         import statsforecast  # noqa: F401
     except ImportError:
+        info(f"AutoETS, AutoTheta and AutoARIMA join the comparison once statsforecast is installed: {INSTALL_HINT}")
         return False
     return True
 
@@ -42,10 +43,7 @@ def classical_forecasts(values: np.ndarray, n_train: int, origins: np.ndarray, s
                         season: int | None) -> list[ClassicalForecasts]:
     """AutoETS, AutoTheta and AutoARIMA fitted on values[:n_train], forecasting `steps` values after each
     origin from values[:origin]. A model that cannot be fitted to this series is left out, with one line
-    on stderr saying why; without statsforecast, none (and a line saying how to install it)."""
-    if not installed():
-        info(f"AutoETS, AutoTheta and AutoARIMA join the comparison once statsforecast is installed: {INSTALL_HINT}")
-        return []
+    on stderr saying why. Needs statsforecast (see available())."""
     import statsforecast.models
 
     m = season or 1

@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
@@ -170,6 +171,95 @@ def read_series(path: str | Path, column: str | int | None = None, fill: str = "
     The first row is a header when none of its cells is a number. A missing or non-numeric value is a
     one-line error naming its line, unless fill="interpolate" (linear between the neighbours).
     """
+    path, digest, header, body, first = _read_table(path, fill)
+    index, label = _pick_column(path, column, header, body)
+    values = _column_values(path, [row[index] if index < len(row) else "" for row in body],
+                            [first + i for i in range(len(body))], label, fill)
+    name = path.stem if header is None or len(header) == 1 else f"{path.stem}:{header[index].strip()}"
+    return Series(values, name, {"kind": "file", "path": str(path), "sha256": digest, "column": column, "fill": fill})
+
+
+def read_collection(path: str | Path, columns: str | None = None, id_column: str | int | None = None,
+                    column: str | int | None = None, fill: str = "error") -> list[Series]:
+    """Many series from one CSV file, each named by its id: the columns of a wide file, or the groups of
+    a long one.
+
+    columns: "all" (every numeric column) or a comma-separated list of names or 0-based indices; each
+    column is one series, and blank cells before its first value or after its last are not part of it
+    (series of different lengths side by side). id_column: the column naming each row's series (long
+    format: time runs down the file within each id), with `column` the values (default: the only other
+    numeric column). Missing values inside a series follow `fill`, as in read_series.
+    """
+    if (columns is None) == (id_column is None):
+        raise UserError("give one of --columns (a wide CSV: a series per column) and --id-column (a long CSV)")
+    path, digest, header, body, first = _read_table(path, fill)
+    names = [h.strip() for h in header] if header else []
+    lines = np.arange(first, first + len(body))
+    collection = []
+    if columns is not None:
+        if columns.strip().lower() == "all":
+            picked = [_pick_column(path, i, header, body) for i in _series_columns(path, body, names)]
+            if len(picked) < 1:
+                raise UserError(f"{path}: no column holds a series of numbers; name the series with --columns")
+        else:
+            picked = [_pick_column(path, part.strip(), header, body, "--columns") for part in columns.split(",")]
+        for index, label in picked:
+            cells = [row[index] if index < len(row) else "" for row in body]
+            known = [i for i, cell in enumerate(cells) if _parse_cell(cell) is not None]
+            if not known:
+                raise UserError(f"{path}: column {label} has no numbers at all; leave it out of --columns")
+            keep = slice(known[0], known[-1] + 1)
+            values = _column_values(path, cells[keep], list(lines[keep]), label, fill)
+            collection.append(Series(values, names[index] if index < len(names) else str(index)))
+    else:
+        id_index, id_label = _pick_column(path, id_column, header, body, "--id-column")
+        others = [i for i in _numeric_columns(body) if i != id_index]
+        if column is None and len(others) != 1:
+            raise UserError(f"{path}: choose the values with --column (name or 0-based index); the numeric "
+                            f"columns besides the ids are {others or 'none'}")
+        index, label = _pick_column(path, others[0] if column is None else column, header, body)
+        groups: dict[str, list[int]] = {}
+        for i, row in enumerate(body):
+            key = row[id_index].strip() if id_index < len(row) else ""
+            if not key:
+                raise UserError(f"{path}, line {lines[i]}: the id column {id_label} is empty; every row needs "
+                                "the id of its series")
+            groups.setdefault(key, []).append(i)
+        for key, rows in groups.items():
+            cells = [body[i][index] if index < len(body[i]) else "" for i in rows]
+            collection.append(Series(_column_values(path, cells, [int(lines[i]) for i in rows], label, fill), key))
+    if len({series.name for series in collection}) < len(collection):
+        raise UserError(f"{path}: --columns names a column twice; give each series once")
+    source = {"kind": "file", "path": str(path), "sha256": digest, "columns": columns, "id_column": id_column,
+              "column": column, "fill": fill}
+    for series in collection:
+        series.source = source
+    return collection
+
+
+def _series_columns(path: Path, body: list[list[str]], names: list[str]) -> list[int]:
+    """The columns of a wide file that hold series: most of their non-blank cells are numbers (a series may
+    start late or end early), and they are not a time index (whole numbers rising by a constant step, such
+    as years or 0, 1, 2...), which is left out with a line saying so."""
+    chosen = []
+    for i in range(max(len(r) for r in body)):
+        cells = [r[i].strip() for r in body if i < len(r) and r[i].strip()]
+        numbers = [_parse_cell(cell) for cell in cells]
+        known = np.array([v for v in numbers if v is not None])
+        if not cells or 2 * len(known) <= len(cells):
+            continue
+        steps = np.diff(known)
+        if len(known) == len(body) > 2 and np.all(known == np.round(known)) and steps[0] > 0 \
+                and np.all(steps == steps[0]):
+            info(f"{path}: column {names[i] if i < len(names) else i!r} counts time (a constant step), so it is "
+                 "not a series; name the series with --columns to choose otherwise")
+            continue
+        chosen.append(i)
+    return chosen
+
+
+def _read_table(path: str | Path, fill: str) -> tuple[Path, str, list[str] | None, list[list[str]], int]:
+    """(path, SHA-256 of its bytes, header or None, body rows, line number of the first body row)."""
     if fill not in FILLS:
         raise UserError(f"--fill {fill!r}: choose one of {', '.join(FILLS)}")
     path = Path(path)
@@ -187,21 +277,22 @@ def read_series(path: str | Path, column: str | int | None = None, fill: str = "
     if not rows:
         raise UserError(f"{path} is empty; it needs a column of numbers")
     header = rows[0] if all(_parse_cell(cell) is None for cell in rows[0]) else None
-    body, first_line = (rows[1:], 2) if header else (rows, 1)
+    body, first = (rows[1:], 2) if header else (rows, 1)
     if not body:
         raise UserError(f"{path} has a header but no rows of numbers")
-    index, label = _pick_column(path, column, header, body)
+    return path, hashlib.sha256(data).hexdigest(), header, body, first
 
-    values = np.empty(len(body), dtype=np.float64)
+
+def _column_values(path: Path, cells: list[str], lines: list[int], label: str, fill: str) -> np.ndarray:
+    """The cells as numbers; a missing or non-numeric one is an error naming its line, or interpolated."""
+    values = np.empty(len(cells), dtype=np.float64)
     missing = []
-    for i, row in enumerate(body):
-        cell = row[index] if index < len(row) else ""
+    for i, cell in enumerate(cells):
         value = _parse_cell(cell)
         if value is None:
-            line = first_line + i
             if fill == "error":
                 what = "is empty" if not cell.strip() else f"has {cell.strip()[:40]!r}, not a number"
-                raise UserError(f"{path}, line {line}: column {label} {what}; fix that row, or pass "
+                raise UserError(f"{path}, line {lines[i]}: column {label} {what}; fix that row, or pass "
                                 "--fill interpolate to fill it from its neighbours")
             missing.append(i)
             value = np.nan
@@ -210,13 +301,10 @@ def read_series(path: str | Path, column: str | int | None = None, fill: str = "
         if len(missing) == len(values):
             raise UserError(f"{path}: column {label} has no numbers at all; choose another --column")
         values = interpolate_missing(values)
-        lines = ", ".join(str(first_line + i) for i in missing[:8]) + (" ..." if len(missing) > 8 else "")
+        shown = ", ".join(str(lines[i]) for i in missing[:8]) + (" ..." if len(missing) > 8 else "")
         info(f"{path}: filled {len(missing)} missing value(s) of column {label} by linear interpolation "
-             f"(line {lines})")
-    name = path.stem if header is None or len(rows[0]) == 1 else f"{path.stem}:{header[index].strip()}"
-    source = {"kind": "file", "path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
-              "column": column, "fill": fill}
-    return Series(values, name, source)
+             f"(line {shown})")
+    return values
 
 
 def _dialect(text: str):
@@ -227,8 +315,15 @@ def _dialect(text: str):
         return csv.excel
 
 
+def _numeric_columns(body: list[list[str]]) -> list[int]:
+    """The columns most of whose first cells are numbers (a bad value must not hide a column)."""
+    width = max(len(r) for r in body[:100])
+    return [i for i in range(width)
+            if 2 * sum(_parse_cell(r[i]) is not None for r in body[:20] if i < len(r)) > min(len(body), 20)]
+
+
 def _pick_column(path: Path, column: str | int | None, header: list[str] | None,
-                 body: list[list[str]]) -> tuple[int, str]:
+                 body: list[list[str]], option: str = "--column") -> tuple[int, str]:
     """(index, label for messages) of the column the user asked for, or of the obvious one."""
     names = [h.strip() for h in header] if header else []
     width = max(len(r) for r in body[:100])
@@ -240,15 +335,13 @@ def _pick_column(path: Path, column: str | int | None, header: list[str] | None,
         elif text.lstrip("-").isdigit():
             index = int(text)
             if not 0 <= index < max(width, len(names)):
-                raise UserError(f"--column {index} is out of range: {path} has {listing} (indices count from 0)")
+                raise UserError(f"{option} {index} is out of range: {path} has {listing} (indices count from 0)")
         else:
-            raise UserError(f"--column {text!r} is not a column of {path}; its columns are {listing}")
+            raise UserError(f"{option} {text!r} is not a column of {path}; its columns are {listing}")
     elif max(width, len(names)) == 1:
         index = 0
     else:
-        # A column is numeric when most of its first cells are numbers (a bad value must not hide it).
-        numeric = [i for i in range(width)
-                   if 2 * sum(_parse_cell(r[i]) is not None for r in body[:20] if i < len(r)) > min(len(body), 20)]
+        numeric = _numeric_columns(body)
         if len(numeric) != 1:
             found = "no column is" if not numeric else f"columns {numeric} are"
             raise UserError(f"{path}: {found} numeric in the first rows; choose one with --column "
@@ -266,18 +359,32 @@ def interpolate_missing(values: np.ndarray) -> np.ndarray:
 
 
 def load_source(source: dict, path: str | Path | None = None, column: str | int | None = None,
-                fill: str | None = None) -> Series:
-    """Read a run's data again: the file given (or the one it was trained on), or its synthetic wave."""
-    if path is not None:
-        return read_series(path, source.get("column") if column is None else column,
-                           fill or source.get("fill") or "error")
-    if source.get("kind") == "synthetic":
-        return synthetic(source["name"], source["length"], source["seed"], source.get("noise", 0.1))
-    if source.get("kind") == "file" and Path(source["path"]).is_file():
-        return read_series(source["path"], source.get("column") if column is None else column,
-                           fill or source.get("fill") or "error")
-    where = f"its file {source['path']} is gone" if source.get("kind") == "file" else "it was given as values in memory"
-    raise UserError(f"the run's data cannot be read again ({where}); pass the data (a file, or the numbers)")
+                fill: str | None = None) -> list[Series]:
+    """Read a run's data again: the file given (or the one it was trained on), or its synthetic wave; the
+    series it holds (one, or the collection of a wide or long CSV, read the same way)."""
+    if path is None and source.get("kind") == "synthetic":
+        return [synthetic(source["name"], source["length"], source["seed"], source.get("noise", 0.1))]
+    if path is None and not (source.get("kind") == "file" and Path(source["path"]).is_file()):
+        where = f"its file {source['path']} is gone" if source.get("kind") == "file" else \
+            "it was given as values in memory"
+        raise UserError(f"the run's data cannot be read again ({where}); pass the data (a file, or the numbers)")
+    path = source["path"] if path is None else path
+    column = source.get("column") if column is None else column
+    fill = fill or source.get("fill") or "error"
+    if source.get("columns") is None and source.get("id_column") is None:
+        return [read_series(path, column, fill)]
+    return read_collection(path, source.get("columns"), source.get("id_column"), column, fill)
+
+
+def collection_digest(collection: Sequence[Series]) -> str:
+    """SHA-256 identifying the data a run was trained on: the values of its one series (values_digest), or
+    every series' id and values in order."""
+    if len(collection) == 1:
+        return values_digest(collection[0].values)
+    digest = hashlib.sha256()
+    for series in collection:
+        digest.update(series.name.encode("utf-8") + b"\0" + values_digest(series.values).encode("ascii"))
+    return digest.hexdigest()
 
 
 # -- split, standardisation, windows ---------------------------------------------------------------
@@ -362,36 +469,46 @@ def window_indices(starts: np.ndarray, settings: SeriesConfig) -> tuple[np.ndarr
     return inputs, targets
 
 
-def check_sizes(n_values: int, n_train: int, settings: SeriesConfig) -> None:
-    """One-line errors when the series is too short for a training window or a validation window."""
+def check_sizes(n_values: int, n_train: int, settings: SeriesConfig, validation: bool = True) -> None:
+    """One-line errors when the series is too short for a training window or (with `validation`) for a
+    validation window."""
     need = settings.window + settings.horizon
     if n_train < need:
         raise UserError(f"the training part has {n_train} values but one window needs {need} "
                         f"(--window {settings.window} + --horizon {settings.horizon}); "
                         "lower --window, or give a longer series")
-    if n_train < n_values and len(val_starts(n_values, n_train, settings)) == 0:
-        need_val = settings.window + settings.horizon - 1 if settings.target == "every" else settings.horizon
-        raise UserError(f"the validation part has {n_values - n_train} values; a many-to-many window needs "
-                        f"{need_val} (--window + --horizon - 1): raise --val-fraction, lower --window, "
-                        "or use --target last")
+    if validation and n_train < n_values and len(val_starts(n_values, n_train, settings)) == 0:
+        if settings.target == "every":
+            raise UserError(f"the validation part has {n_values - n_train} values; a many-to-many window needs "
+                            f"{settings.window + settings.horizon - 1} (--window + --horizon - 1): raise "
+                            "--val-fraction, lower --window, or use --target last")
+        raise UserError(f"the validation part has {n_values - n_train} values, fewer than the {settings.horizon} "
+                        "a window forecasts (--horizon): raise --val-fraction, or lower --horizon")
 
 
-def resolve(settings: SeriesConfig, train_values: np.ndarray) -> tuple[SeriesConfig, str]:
-    """The automatic settings made concrete for this series (season, horizon, window, normalisation,
-    transform), and how the season was found ("given", "detected" or "none found")."""
+def resolve(settings: SeriesConfig, train_parts: Sequence[np.ndarray]) -> tuple[SeriesConfig, str]:
+    """The automatic settings made concrete for these series (season, horizon, window, normalisation,
+    transform) from their training parts, and how the season was found ("given", "detected" or "none
+    found"). Many series share one season: the one detected in most of them."""
     season, found = settings.season, "given"
     if not season:
-        season = detect_season(train_values) or 1
+        detected = Counter(detect_season(part) for part in train_parts)
+        detected.pop(None, None)
+        season = detected.most_common(1)[0][0] if detected else 1
         found = "detected" if season > 1 else "none found"
     horizon = settings.horizon or min(max(2 * season, AUTO_HORIZON[0]), AUTO_HORIZON[1])
     window = settings.window or max(2 * season, 2 * horizon, 8)
     normalise = settings.normalise
     if normalise == "auto":
         normalise = "window" if settings.target == "last" else "global"
+    if len(train_parts) > 1 and normalise != "window":
+        raise UserError("many series are each seen on their own scale: they need --normalise window (and "
+                        "--target last); train one series at a time for --normalise global")
+    positive = all(bool(np.all(part > 0)) for part in train_parts)
     transform = settings.transform
     if transform == "auto":
-        transform = "log" if normalise == "window" and bool(np.all(train_values > 0)) else "none"
-    if transform == "log" and np.any(train_values <= 0):
+        transform = "log" if normalise == "window" and positive else "none"
+    if transform == "log" and not positive:
         raise UserError("--transform log needs a positive series, and this one has values <= 0; "
                         "use --transform none")
     concrete = SeriesConfig(**{**asdict(settings), "season": season, "horizon": horizon, "window": window,

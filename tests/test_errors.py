@@ -468,9 +468,9 @@ def test_a_damaged_series_config_is_refused(damage, tmp_path, capsys):
     if damage == "no series section":
         del config["series"]
     elif damage.startswith("std"):
-        config["series"]["scaler"]["std"] = 0.0 if damage == "std 0" else float("nan")
+        config["series"]["members"][0]["scaler"]["std"] = 0.0 if damage == "std 0" else float("nan")
     elif damage == "history of words":
-        config["series"]["history"] = ["ten", "eleven"]
+        config["series"]["members"][0]["history"] = ["ten", "eleven"]
     else:
         config["series"]["settings"]["window"] = 0
     (run / "config.json").write_text(json.dumps(config), encoding="utf-8")

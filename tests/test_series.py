@@ -17,8 +17,8 @@ from chargen.errors import UserError
 from chargen.plot import Band, Figure, Line, text_plot, write_figure
 from chargen.series import (Forecast, SeriesTask, backtest, forecast, load_series, roll, train_series,
                             write_forecast_csv)
-from chargen.series_data import (Scaler, SeriesConfig, detect_season, read_series, split_point, synthetic,
-                                 train_starts, val_starts, window_indices)
+from chargen.series_data import (Scaler, SeriesConfig, detect_season, read_collection, read_series, split_point,
+                                 synthetic, train_starts, val_starts, window_indices)
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = dict(hidden=16, layers=1, embedding=8)
@@ -126,8 +126,8 @@ def test_standardisation_round_trip_and_it_is_stored_with_the_run(tmp_path):
     train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(window=10, horizon=1, **GLOBAL),
                  model=ModelConfig(**TINY_MODEL), config=TrainConfig(max_steps=1))
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["series"]
-    assert saved["scaler"] == scaler.to_dict() and saved["train_values"] == 80
-    assert load_series(tmp_path / "run").scaler == scaler
+    assert saved["members"][0]["scaler"] == scaler.to_dict() and saved["train_values"] == 80
+    assert load_series(tmp_path / "run").members[0].scaler == scaler
 
 
 @pytest.mark.parametrize("target,horizon", [("every", 1), ("every", 3), ("last", 1), ("last", 4)])
@@ -148,7 +148,7 @@ def test_no_look_ahead_in_the_split(target, horizon):
     tasks = []
     for v in (values, altered):
         scaler = Scaler.fit(v[:n_train])
-        tasks.append(SeriesTask(scaler.transform(v), n_train, settings, 8, seed=1, device=torch.device("cpu")))
+        tasks.append(SeriesTask([(scaler.transform(v), n_train)], settings, 8, seed=1, device=torch.device("cpu")))
     for step in range(2 * tasks[0].steps_per_epoch):
         (x0, y0), (x1, y1) = tasks[0].batch(step), tasks[1].batch(step)
         assert torch.equal(x0, x1) and torch.equal(y0, y1)
@@ -156,7 +156,7 @@ def test_no_look_ahead_in_the_split(target, horizon):
 
 def test_an_epoch_visits_every_training_window_once():
     settings = SeriesConfig(window=5, horizon=1, target="last", **GLOBAL)
-    task = SeriesTask(np.arange(50, dtype=float), 40, settings, 8, seed=0, device=torch.device("cpu"))
+    task = SeriesTask([(np.arange(50, dtype=float), 40)], settings, 8, seed=0, device=torch.device("cpu"))
     firsts = torch.cat([task.batch(s)[0][:, 0, 0] for s in range(task.steps_per_epoch)])
     assert sorted(firsts.tolist()) == list(range(len(task.train)))
     x, y = task.batch(0)  # many-to-one: the targets are the values after each window
@@ -517,7 +517,7 @@ def test_intervals_cover_the_noise_they_were_trained_on(tmp_path):
     share of the held-out values, and their width matches the noise (80%: 2 x 1.28 sigma)."""
     values = trend_and_season(600, noise=2.0, seed=1)
     train_series(values, checkpoint=tmp_path / "run", settings=SeriesConfig(horizon=6, refit=False))
-    result = backtest(tmp_path / "run", values)
+    result = backtest(tmp_path / "run", values, classical=False)
     coverage = result.summary["rows"][0]["coverage"]
     assert 0.65 <= coverage["80"] <= 0.92 and 0.85 <= coverage["95"] <= 0.99
     width = forecast(tmp_path / "run", 6).intervals[80]
@@ -554,3 +554,92 @@ def test_calibration_moves_the_bounds_never_the_median():
     margins = interval_margins(np.tile(quantiles * 10, (100, 1)), truth)
     covered = np.mean(truth <= calibrate(np.tile(quantiles * 10, (100, 1)), margins)[:, 3])
     assert margins["80"] == pytest.approx(-10 + 0.81 * 99) and 0.8 <= covered <= 0.82
+
+
+# -- many series, one model ----------------------------------------------------------------------------------
+def three_shops(n: int = 144) -> dict[str, np.ndarray]:
+    """Three monthly series of very different level, trend and scale, the same season."""
+    t = np.arange(n)
+    rng = np.random.default_rng(7)
+    return {name: level + slope * t + amplitude * np.sin(2 * np.pi * t / 12) + rng.normal(0, amplitude / 20, n)
+            for name, level, slope, amplitude in (("north", 100, 0.5, 10), ("south", 5000, -4, 300),
+                                                    ("east", 20, 0.05, 2))}
+
+
+def test_a_wide_csv_and_a_long_csv_give_the_same_series(tmp_path):
+    wide = tmp_path / "wide.csv"
+    wide.write_text("month,a,b\n2020-01,1,\n2020-02,2,10\n2020-03,3,11\n2020-04,,12\n")  # b starts late, a ends early
+    collection = read_collection(wide, "all")
+    assert [s.name for s in collection] == ["a", "b"]
+    np.testing.assert_array_equal(collection[0].values, [1, 2, 3])
+    np.testing.assert_array_equal(collection[1].values, [10, 11, 12])
+    assert [s.name for s in read_collection(wide, "b,1")] == ["b", "a"]  # by name or index, in the order given
+    wide.write_text("year,a,b\n2001,1,\n2002,3,10\n2003,2,11\n2004,4,12\n")
+    assert [s.name for s in read_collection(wide, "all")] == ["a", "b"]   # a time index is not a series
+    assert [s.name for s in read_collection(wide, "year,a")] == ["year", "a"]  # unless asked for
+
+    long = tmp_path / "long.csv"
+    long.write_text("shop,sales\nb,10\na,1\nb,11\na,2\na,3\nb,12\n")
+    collection = read_collection(long, id_column="shop")
+    assert [s.name for s in collection] == ["b", "a"]  # in order of first appearance; time runs down the file
+    np.testing.assert_array_equal(collection[0].values, [10, 11, 12])
+    np.testing.assert_array_equal(collection[1].values, [1, 2, 3])
+    long.write_text("shop,sales\na,1\na,\na,3\n")
+    with pytest.raises(UserError, match=r"line 3: column 'sales' is empty.*--fill interpolate"):
+        read_collection(long, id_column="shop")
+    np.testing.assert_array_equal(read_collection(long, id_column="shop", fill="interpolate")[0].values, [1, 2, 3])
+
+
+def test_one_model_learns_many_series_and_forecasts_each_on_its_own_scale(cli, tmp_path):
+    shops = three_shops()
+    data = tmp_path / "shops.csv"
+    data.write_text("month," + ",".join(shops) + "\n" + "".join(
+        f"{i}," + ",".join(f"{v[i]:.4f}" for v in shops.values()) + "\n" for i in range(132)))
+    r = cli("series", "train", str(data), "--columns", "north,south,east", "--run", "shops", "--horizon", "12",
+            "--max-steps", "600", cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "on 3 series of shops.csv" in r.stderr and "season 12 (detected)" in r.stderr
+    about = json.loads((tmp_path / "checkpoints" / "shops" / "config.json").read_text())["series"]
+    assert [m["id"] for m in about["members"]] == ["north", "south", "east"] and about["values"] == 3 * 132
+
+    r = cli("series", "forecast", "--run", "shops", "--steps", "12", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "id,step,value,low_95,low_80,high_80,high_95" and len(lines) == 1 + 3 * 12
+    for name, truth in shops.items():
+        point = np.array([float(line.split(",")[2]) for line in lines[1:] if line.startswith(name + ",")])
+        seasonal_naive = shops[name][120:132]
+        # Each on its own scale, and better than repeating the last season (the trend moved on).
+        assert np.mean(np.abs(point - truth[132:])) < 0.7 * np.mean(np.abs(seasonal_naive - truth[132:])), name
+    one = cli("series", "forecast", "--run", "shops", "--steps", "12", "--id", "south", cwd=tmp_path)
+    assert one.stdout.splitlines()[1:] == [line for line in lines if line.startswith("south,")]
+
+    r = cli("series", "eval", "--run", "shops", "--json", "--no-classical", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["series"] == 3 and [m["data"] for m in summary["members"]] == ["north", "south", "east"]
+    model = summary["rows"][0]
+    assert model["mase"] == pytest.approx(np.mean([m["rows"][0]["mase"] for m in summary["members"]]))
+    assert "optimistic" in r.stderr  # refit on every value: the backtest has seen them
+
+    for argv, message in [(["--id", "west"], "--id 'west': shops has no such series; its series are 'north', "
+                                             "'south', 'east'"),
+                          (["--plot", "f.png"], "--plot draws one series, and shops has 3: name one with --id")]:
+        r = cli("series", "forecast", "--run", "shops", *argv, cwd=tmp_path)
+        assert r.returncode == 1 and r.stdout == "" and r.stderr == f"chargen: error: {message}\n"
+
+
+@pytest.mark.parametrize("rows,message", [
+    ("".join(f"a,{100 + i % 12 + i}\n" for i in range(100)) + "b,5\n",
+     "series 'b': the training part has 1 values but one window needs"),                 # an id with one value
+    ("".join(f"a,{100 + i % 12 + i}\nb,5\n" for i in range(100)),
+     "series 'b': the training part of the series is constant (80 values of 5)"),         # a constant series
+    ("".join(f"a,{100 + i % 12 + i}\n" for i in range(20)),
+     "the training part has 16 values but one window needs 72 (--window 48 + --horizon 24)"),  # short for the season
+])
+def test_bad_collections_are_one_line_naming_the_series(rows, message, cli, tmp_path):
+    data = tmp_path / "long.csv"
+    data.write_text("shop,value\n" + rows)
+    r = cli("series", "train", str(data), "--id-column", "shop", "--season", "12", cwd=tmp_path)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"chargen: error: {message}") and not (tmp_path / "checkpoints" / "long").exists()
