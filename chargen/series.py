@@ -223,7 +223,7 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
                                   for series in collection))
         if not config.eval_every:
             config = dataclasses.replace(config, eval_every=budget["eval_every"])
-        budget = {"max_steps": budget["max_steps"]}
+        budget = {"max_steps": budget["max_steps"], "max_time": budget["max_time"]}
 
     with start_run(run_dir, "series", resume=resume, model=model or ModelConfig(**SERIES_MODEL_DEFAULTS),
                    config=config, overrides=overrides, default_budget=budget) as started:

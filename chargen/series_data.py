@@ -53,11 +53,11 @@ SERIES_OPTION_HELP = {
     "batch_size": "windows per step (all processes together); more than there are = full batch",
     "epochs": "stop after this many passes over the training windows (0 = no limit)",
     "max_steps": "stop after this many steps (default, when no budget is given: 8 per training window, "
-                 "400 to 2000)",
+                 "400 to 2000, and at most 30 seconds)",
     "max_time": "stop after this long, e.g. 90, 90s, 5m, 1h (0 = no limit)",
 }
 SERIES_OPTION_DEFAULTS = {**SERIES_MODEL_DEFAULTS, **SERIES_TRAIN_DEFAULTS, "max_steps": "sized to the series",
-                          "eval_every": "sized to the series", "max_time": "none"}
+                          "eval_every": "sized to the series", "max_time": "30s when no budget is given, else none"}
 SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len", "pooling")
 
 
@@ -516,14 +516,18 @@ def resolve(settings: SeriesConfig, train_parts: Sequence[np.ndarray]) -> tuple[
     return concrete.validate(), found
 
 
+SIZED_MAX_TIME = 30.0  # seconds: the refit takes at most as many steps again, so a default run takes about 1 minute
+
+
 def sized_budget(n_windows: int) -> dict:
     """The training budget of a series run given none: steps and evaluations sized to its training windows.
 
     8 steps per window, 400 to 2000 (a few hundred values get hundreds of steps, not tens of thousands),
-    and an evaluation every twentieth of that (also when the budget is given).
+    stopped after SIZED_MAX_TIME seconds if that comes first (a long series with a long season), and an
+    evaluation every twentieth of the steps (also when the budget is given).
     """
     steps = int(min(max(8 * n_windows, 400), 2000))
-    return {"max_steps": steps, "eval_every": max(10, steps // 20)}  # patience: SERIES_TRAIN_DEFAULTS
+    return {"max_steps": steps, "max_time": SIZED_MAX_TIME, "eval_every": max(10, steps // 20)}
 
 
 # -- seasonality ----------------------------------------------------------------------------------

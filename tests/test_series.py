@@ -82,7 +82,8 @@ def test_regressor_shares_the_core_module_and_the_one_training_loop(monkeypatch,
 def test_without_options_the_model_and_its_budget_are_sized_to_the_series(tmp_path):
     """The series defaults are a small model's, not the character model's, and with no budget given the
     steps follow the number of training windows: 8 each, 400 to 2000 (a few hundred values must not get
-    tens of thousands of steps), evaluated every twentieth, stopped after 8 evaluations without progress."""
+    tens of thousands of steps) and at most 30 s, evaluated every twentieth, stopped after 8 evaluations
+    without progress."""
     from chargen.series_data import SERIES_MODEL_DEFAULTS, sized_budget
 
     result = train_series(synthetic="sine", length=120, checkpoint=tmp_path / "run",
@@ -92,8 +93,12 @@ def test_without_options_the_model_and_its_budget_are_sized_to_the_series(tmp_pa
     windows = len(train_starts(config["series"]["train_values"], SeriesConfig(window=20, horizon=4)))
     assert windows == 73 and config["train"]["max_steps"] == sized_budget(windows)["max_steps"] == 8 * 73
     assert config["train"]["eval_every"] == 8 * 73 // 20 and config["train"]["patience"] == 8
-    assert config["train"]["epochs"] == 0 and config["train"]["max_time"] == 0
+    assert config["train"]["epochs"] == 0 and config["train"]["max_time"] == 30
     assert result.step <= 8 * 73
+    given = train_series(synthetic="sine", length=120, checkpoint=tmp_path / "given", max_time=600,
+                         settings=SeriesConfig(window=20, horizon=4, refit=False), config=TrainConfig(max_steps=5))
+    saved = json.loads((tmp_path / "given" / "config.json").read_text())["train"]
+    assert given.step == 5 and (saved["max_steps"], saved["max_time"]) == (5, 600)  # a budget given is kept whole
     assert sized_budget(30)["max_steps"] == 400 and sized_budget(10_000)["max_steps"] == 2000  # the bounds
 
 
