@@ -10,6 +10,8 @@ line with its defaults (`series train FILE --season m --horizon h`, then `series
 the baselines get the same season m. Figures: MASE (the MAE over the seasonal-naive in-sample MAE of
 the training part, lag m; lag 1 without a season), sMAPE (%), and the share of held-back values
 inside the 80% and 95% intervals; chargen's training time per series (wall clock, this machine).
+Then, for each frequency with several series, one chargen model trained across them (a long CSV with
+`--id-column`) against the models trained one per series.
 """
 from __future__ import annotations
 
@@ -92,20 +94,75 @@ def chargen_forecast(train: np.ndarray, m: int, h: int, work: Path, extra: list[
             seconds)
 
 
+def chargen_many(trains: dict[str, np.ndarray], m: int, h: int, work: Path, extra: list[str]) -> tuple:
+    """One model across several series (a long CSV, `--id-column`), each forecast h values:
+    ({name: (point, bounds)}, seconds)."""
+    data = work / "many.csv"
+    data.write_text("id,value\n" + "".join(f"{name},{float(v)!r}\n" for name, train in trains.items() for v in train))
+    cli = [sys.executable, str(REPO / "cli.py"), "series"]
+    started = time.perf_counter()
+    subprocess.run(cli + ["train", str(data), "--id-column", "id", "--column", "value", "--checkpoint",
+                          str(work / "many"), "--season", str(m), "--horizon", str(h), *extra], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - started
+    out = subprocess.run(cli + ["forecast", "--checkpoint", str(work / "many"), "--steps", str(h)],
+                         check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    results = {}
+    for name in trains:
+        column = lambda key, name=name: np.array([float(r[key]) for r in rows if r["id"] == name])  # noqa: E731
+        results[name] = (column("value"), {80: (column("low_80"), column("high_80")),
+                                           95: (column("low_95"), column("high_95"))})
+    return results, seconds
+
+
+def many_series(results: dict, args: argparse.Namespace) -> None:
+    """Per frequency with several series: one model across them against one model per series."""
+    groups: dict[tuple, list[str]] = {}
+    for name, frequency, m, h in SERIES:
+        if name in results:
+            groups.setdefault((frequency, m, h), []).append(name)
+    print("\n| frequency | series | chargen, one model per series (mean MASE) | chargen, one model across them "
+          "| seconds, per series (sum) | seconds, across |")
+    print("|---|---|---|---|---|---|")
+    for (frequency, m, h), names in groups.items():
+        if len(names) < 2:
+            continue
+        trains = {name: load(name)[:-h] for name in names}
+        with tempfile.TemporaryDirectory() as work:
+            forecasts, seconds = chargen_many(trains, m, h, Path(work), args.chargen_args.split())
+        for name, (point, bounds) in forecasts.items():
+            truth = load(name)[-h:]
+            results[name]["chargen many"] = scores(trains[name], truth, point, max(m, 1), bounds)
+        one = np.mean([results[n]["chargen"]["mase"] for n in names])
+        many = np.mean([results[n]["chargen many"]["mase"] for n in names])
+        alone = sum(results[n]["chargen"]["seconds"] for n in names)
+        print(f"| {frequency} | {', '.join(names)} | {one:.3f} | {many:.3f} | {alone:.0f} | {seconds:.0f} |",
+              flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--series", nargs="+", default=[s[0] for s in SERIES], help="a subset, by name")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
     parser.add_argument("--chargen-args", default="", help="extra options for `chargen series train`")
+    parser.add_argument("--baselines-from", metavar="FILE", help="the baselines' figures from an earlier --json "
+                        "FILE (same series): compares chargen settings without refitting AutoARIMA")
+    parser.add_argument("--no-many", dest="many", action="store_false",
+                        help="leave out the many-series comparison (one model across the series of a frequency)")
     args = parser.parse_args()
 
+    earlier = json.loads(Path(args.baselines_from).read_text()) if args.baselines_from else {}
     results = {}
     for name, frequency, m, h in [s for s in SERIES if s[0] in args.series]:
         values = load(name)
         train, truth = values[:-h], values[-h:]
         row = {"frequency": frequency, "values": len(values), "m": m, "h": h}
-        for method, (point, bounds) in baselines(train, m, h).items():
-            row[method] = scores(train, truth, point, max(m, 1), bounds)
+        if args.baselines_from:
+            row.update({method: earlier[name][method] for method in BASELINES})
+        else:
+            for method, (point, bounds) in baselines(train, m, h).items():
+                row[method] = scores(train, truth, point, max(m, 1), bounds)
         with tempfile.TemporaryDirectory() as work:
             point, bounds, seconds = chargen_forecast(train, m, h, Path(work), args.chargen_args.split())
         row["chargen"] = {**scores(train, truth, point, max(m, 1), bounds), "seconds": seconds}
@@ -129,6 +186,8 @@ def main() -> None:
                           for k in ("chargen", "AutoETS", "AutoTheta", "AutoARIMA")))
     worse = [n for n, row in results.items() if row["chargen"]["mase"] > row["SeasonalNaive"]["mase"]]
     print(f"series where chargen is worse than seasonal naive: {', '.join(worse) or 'none'}")
+    if args.many:
+        many_series(results, args)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -161,8 +161,14 @@ def load(run: str | Path | None = None, device: str = "cpu"):
     check_complete(run_dir, (WEIGHTS, TOKENIZER) if char else (WEIGHTS,))
     vocab = Vocab.load(run_dir / TOKENIZER) if char else None
     tensors = read_weights(run_dir)
-    layers = sum(name.startswith("core.rnn.weight_hh_l") for name in tensors)
-    if model_config.layers != layers:  # checked first: building a model of a damaged layer count could take forever
+    # Checked first: building a model of a damaged layer or network count could take forever.
+    networks = len({name.split(".")[1] for name in tensors if name.startswith("members.")}) or 1
+    if model_config.ensemble != networks:
+        raise UserError(f"{run_dir / CONFIG} says {model_config.ensemble} networks but {WEIGHTS} holds {networks}; "
+                        "the run is inconsistent — retrain it")
+    first = "members.0." if networks > 1 else ""  # an ensemble's members are alike: the first one's layers
+    layers = sum(name.startswith(first + "core.rnn.weight_hh_l") for name in tensors)
+    if model_config.layers != layers:
         raise UserError(f"{run_dir / CONFIG} says {model_config.layers} layers but {WEIGHTS} holds {layers}; "
                         "the run is inconsistent — retrain it")
     try:
@@ -183,7 +189,9 @@ def load(run: str | Path | None = None, device: str = "cpu"):
         raise UserError(f"{run_dir}: tokenizer.json has {len(vocab)} ids, the model {model_config.vocab_size}; "
                         "the run is inconsistent — retrain it")
     model.to(torch.device(device)).eval()
-    model.core.rnn.flatten_parameters()
+    for module in model.modules():  # cuDNN wants each recurrent layer's weights in one block
+        if isinstance(module, torch.nn.RNNBase):
+            module.flatten_parameters()
     return model, vocab, config
 
 

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
     p.add_argument("--from-run", metavar="RUN", help="fine-tune: start from this run's weights and vocabulary (a run "
                    "name or directory); its architecture is kept, new characters are added")
-    add_config_options(p, ModelConfig, "model", skip=("pooling",))
+    add_config_options(p, ModelConfig, "model", skip=("pooling", "ensemble"))
     add_config_options(p, TrainConfig, "training")
     p.set_defaults(func=cmd_train)
 
@@ -528,7 +528,7 @@ def add_classify_parser(commands) -> None:
     p.add_argument("--from-run", metavar="RUN", help="start from a character-model run: its vocabulary, "
                    "embedding and core (its architecture replaces the model options)")
     p.add_argument("--freeze-core", action="store_true", help="with --from-run: train only the head")
-    add_config_options(p, ModelConfig, "model", defaults=CLASSIFY_MODEL_DEFAULTS, skip=("tie_weights",))
+    add_config_options(p, ModelConfig, "model", defaults=CLASSIFY_MODEL_DEFAULTS, skip=("tie_weights", "ensemble"))
     add_config_options(p, TrainConfig, "training", defaults={"max_time": "2m when no other limit is given"},
                        helps=CLASSIFY_OPTION_HELP, skip=("seq_len",))
     p.set_defaults(func=cmd_classify_train)

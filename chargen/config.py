@@ -62,6 +62,9 @@ class ModelConfig:
     outputs: int = 1          # series head: values predicted per step (the horizon); classify head: classes
     # Classify head: the states over a text -> one vector; mean measured best (BENCHMARKS.md, classifier).
     pooling: str = option("mean", "classifier: how the states over a text become one vector", choices=POOLINGS)
+    # Series head: networks trained side by side from different starting weights, their median the forecast.
+    ensemble: int = option(1, "series: networks trained side by side from different starting weights; the "
+                           "forecast is their median", minimum=1)
 
     def validate(self) -> None:
         """Refuse impossible settings with the option's name."""
@@ -74,6 +77,8 @@ class ModelConfig:
             raise UserError(f"--dropout must be in [0, 1), not {self.dropout}")
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}")
+        if not isinstance(self.ensemble, int) or self.ensemble < 1:
+            raise UserError(f"--ensemble must be a positive integer, not {self.ensemble}")
         if self.pooling not in POOLINGS:
             raise UserError(f"--pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
         if self.tie_weights and self.head == "char" and self.embedding != self.hidden:

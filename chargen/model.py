@@ -5,6 +5,8 @@ The loss lives in the task (loop.py trains it), so one training loop serves both
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Union
 
 import torch
@@ -106,13 +108,45 @@ class SeriesRegressor(nn.Module):
         return self.head(self.drop(out)), hidden
 
 
+class SeriesEnsemble(nn.Module):
+    """`config.ensemble` SeriesRegressors from different starting weights, trained side by side (N-BEATS's
+    ensembles, in small): a few hundred values leave one small network's forecast at the mercy of its
+    initialisation, and the median of several is steadier.
+
+    Training (module.training): each member's predictions, stacked on the batch axis, (K x B, T, outputs),
+    so that the loss is the mean of the members' own losses (series.SeriesTask.loss repeats the targets)
+    and each member learns alone; only the gradient clipping sees them together. Evaluation: the
+    element-wise median over members (B, T, outputs), which keeps the order of the quantiles.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        single = dataclasses.replace(config, ensemble=1)
+        self.members = nn.ModuleList(SeriesRegressor(single) for _ in range(config.ensemble))
+
+    def forward(self, x: torch.Tensor, hidden: list[Hidden] | None = None) -> tuple[torch.Tensor, list[Hidden]]:
+        """x: (B, T, inputs) -> predictions (K x B or B, T, outputs), and each member's state."""
+        outputs, states = [], []
+        for k, member in enumerate(self.members):
+            output, state = member(x, None if hidden is None else hidden[k])
+            outputs.append(output)
+            states.append(state)
+        if self.training:
+            return torch.cat(outputs), states
+        return torch.stack(outputs).float().quantile(0.5, dim=0).to(outputs[0].dtype), states
+
+
 def build_model(config: ModelConfig) -> nn.Module:
     """The model for a config's head."""
     if config.head == "classify":
         from chargen.classifier import TextClassifier  # its own module: it builds on RecurrentCore here
 
         return TextClassifier(config)
-    return CharLM(config) if config.head == "char" else SeriesRegressor(config)
+    if config.head == "char":
+        return CharLM(config)
+    return SeriesEnsemble(config) if config.ensemble > 1 else SeriesRegressor(config)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -106,7 +106,10 @@ class SeriesTask:
         return self.windows(np.array_split(chosen, self.dist.world)[self.dist.rank])
 
     def loss(self, output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """The loss in scaled units; output (B, W, H x Q); many-to-one scores only the last step."""
+        """The loss in scaled units; output (B, W, H x Q); many-to-one scores only the last step. A training
+        ensemble's output holds each member's predictions, (K x B, ...): every member meets the targets."""
+        if output.shape[0] != target.shape[0]:
+            target = target.repeat(output.shape[0] // target.shape[0], *[1] * (target.ndim - 1))
         prediction = (output[:, -1] if target.ndim == 2 else output).float()
         if self.settings.loss == "quantile":
             return pinball_loss(prediction, target, reduction)

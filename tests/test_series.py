@@ -648,3 +648,52 @@ def test_bad_collections_are_one_line_naming_the_series(rows, message, cli, tmp_
     r = cli("series", "train", str(data), "--id-column", "shop", "--season", "12", cwd=tmp_path)
     assert r.returncode == 1 and r.stdout == "" and r.stderr.count("\n") == 1
     assert r.stderr.startswith(f"chargen: error: {message}") and not (tmp_path / "checkpoints" / "long").exists()
+
+
+# -- an ensemble of small networks ---------------------------------------------------------------------------
+def test_an_ensemble_trains_each_member_on_its_own_loss_and_forecasts_their_median(tmp_path):
+    from chargen.model import SeriesEnsemble, build_model
+
+    config = ModelConfig(head="series", inputs=2, outputs=4 * 5, ensemble=3, **TINY_MODEL)
+    torch.manual_seed(0)
+    model = build_model(config)
+    assert isinstance(model, SeriesEnsemble) and len(model.members) == 3
+    members = [dict(m.named_parameters())["head.weight"] for m in model.members]
+    assert not torch.equal(members[0], members[1])  # different starting weights
+    x = torch.randn(6, 10, 2)
+    alone = [m(x)[0] for m in model.members]
+    model.train()
+    stacked, _ = model(x)
+    assert stacked.shape == (3 * 6, 10, 20) and torch.equal(stacked[6:12], alone[1])
+    model.eval()
+    median, _ = model(x)
+    torch.testing.assert_close(median, torch.stack(alone).median(dim=0).values)
+
+    # The loss of the stacked output is the mean of each member's loss against the same targets.
+    settings = SeriesConfig(window=10, horizon=4, season=1, normalise="window", transform="none")
+    task = SeriesTask([(np.arange(40, dtype=float), 30)], settings, 8, seed=0, device=torch.device("cpu"))
+    target = torch.randn(6, 4)
+    mean_of_members = torch.stack([task.loss(a, target) for a in alone]).mean()
+    torch.testing.assert_close(task.loss(stacked, target), mean_of_members)
+
+
+def test_an_ensemble_run_is_recorded_and_forecasts_with_ordered_intervals(cli, tmp_path):
+    values = trend_and_season(150, noise=1.0)
+    data = tmp_path / "trend.csv"
+    data.write_text("value\n" + "\n".join(f"{v:.4f}" for v in values) + "\n")
+    r = cli("series", "train", str(data), "--run", "five", "--ensemble", "5", "--max-steps", "60", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    config = json.loads((tmp_path / "checkpoints" / "five" / "config.json").read_text())
+    assert config["model"]["ensemble"] == 5
+    r = cli("series", "forecast", "--run", "five", "--steps", "12", cwd=tmp_path)
+    rows = np.array([list(map(float, line.split(","))) for line in r.stdout.splitlines()[1:]])
+    assert r.returncode == 0 and rows.shape == (12, 6)
+    low95, low80, point, high80, high95 = rows[:, 2], rows[:, 3], rows[:, 1], rows[:, 4], rows[:, 5]
+    assert np.all(low95 <= low80) and np.all(low80 <= point) and np.all(point <= high80) and np.all(high80 <= high95)
+    assert "--ensemble" not in cli("train", "--help").stdout  # a series option only
+    config["model"]["ensemble"] = 9  # config.json edited: never trusted to build 9 networks from 5
+    (tmp_path / "checkpoints" / "five" / "config.json").write_text(json.dumps(config))
+    r = cli("series", "forecast", "--run", "five", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr == (f"chargen: error: {tmp_path / 'checkpoints/five/config.json'} says 9 "
+                                              "networks but model.safetensors holds 5; the run is inconsistent — "
+                                              "retrain it\n")
