@@ -69,8 +69,13 @@ class SeriesTask:
         self.values = torch.as_tensor(np.concatenate([values for values, _ in parts]), dtype=torch.float32,
                                       device=device)
         offsets = np.cumsum([0] + [len(values) for values, _ in parts])
-        self.train = np.concatenate([offset + train_starts(n_train, settings)
-                                     for offset, (_, n_train) in zip(offsets, parts)])
+        per_series = [offset + train_starts(n_train, settings) for offset, (_, n_train) in zip(offsets, parts)]
+        self.train = np.concatenate(per_series)
+        # An epoch visits every series about equally often (N-BEATS samples a series first, then a window):
+        # a long series must not drown the short ones it shares the model with. One series: each window once.
+        most = max(len(starts) for starts in per_series)
+        self.sampled = np.concatenate([np.tile(starts, max(1, round(most / len(starts)))) if len(starts) else starts
+                                       for starts in per_series])
         self.val = np.concatenate([offset + val_starts(len(values), n_train, settings)
                                    for offset, (values, n_train) in zip(offsets, parts)])
         self.held_out = len(self.val) > 0
@@ -80,7 +85,7 @@ class SeriesTask:
         if self.batch_size < dist.world:
             raise UserError(f"{len(self.train)} training windows cannot be shared by {dist.world} processes; "
                             "run on one process or give a longer series")
-        self.steps_per_epoch = math.ceil(len(self.train) / self.batch_size)
+        self.steps_per_epoch = math.ceil(len(self.sampled) / self.batch_size)
         self.items_per_step = self.batch_size
         self.loss_fn = LOSS_FUNCTIONS.get(settings.loss)
 
@@ -101,8 +106,8 @@ class SeriesTask:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of the step's windows."""
         epoch, k = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train))
-        chosen = self.train[order[k * self.batch_size:(k + 1) * self.batch_size]]
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.sampled))
+        chosen = self.sampled[order[k * self.batch_size:(k + 1) * self.batch_size]]
         return self.windows(np.array_split(chosen, self.dist.world)[self.dist.rank])
 
     def loss(self, output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -249,7 +254,8 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
             n_train = len(series.values) if refitting else n_fit
             try:
                 check_sizes(len(series.values), n_train, settings, validation=not many)
-                scaler = Scaler.fit_relative(series.values[:n_fit], settings.season, settings.transform == "log") \
+                log = settings.transform == "log" or (settings.transform == "auto" and bool(np.all(series.values > 0)))
+                scaler = Scaler.fit_relative(series.values[:n_fit], settings.season, log) \
                     if settings.normalise == "window" else Scaler.fit(series.values[:n_fit])
                 scaled = scaler.transform(series.values)
             except UserError as e:
@@ -299,8 +305,12 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
             run_info["series"]["refit"] = started.saved["series"]["refit"]
         mode = "many-to-many" if settings.target == "every" else "many-to-one"
         season = f"season {settings.season} ({season_found})" if settings.season > 1 else "no season"
-        normalised = f"per window{', log' if settings.transform == 'log' else ''}" \
-            if settings.normalise == "window" else "standardised"
+        logs = sum(bool(m["scaler"]["log"]) for m in members)
+        if many and logs:
+            logs_shown = f", log for {'all' if logs == len(members) else f'{logs} of {len(members)}'} series"
+        else:
+            logs_shown = ", log" if logs else ""
+        normalised = f"per window{logs_shown}" if settings.normalise == "window" else "standardised"
         what = f"{len(collection)} series of {run_info['series']['name']}" if many else collection[0].name
         n_train = n_values if refitting else n_fit
         started.announce(f"{model_config.layers}x{model_config.hidden} {model_config.cell.upper()} "

@@ -77,7 +77,7 @@ class SeriesConfig:
                             "once; auto = window for --target last", choices=NORMALISATIONS)
     transform: str = option("auto", "log = model the logarithm (a trend or season that grows with the level; "
                             "positive series only); auto = log when every value is positive and the "
-                            "windows are normalised", choices=TRANSFORMS)
+                            "windows are normalised (for many series: each its own)", choices=TRANSFORMS)
     loss: str = option("quantile", "quantile = the pinball loss of the median and the 80%% and 95%% interval "
                        "bounds (forecasts with intervals); or mse, mae, huber (a point forecast)", choices=LOSSES)
     val_fraction: float = option(0.2, "last part of the series held out to choose the training length; 0 = none")
@@ -506,8 +506,8 @@ def resolve(settings: SeriesConfig, train_parts: Sequence[np.ndarray]) -> tuple[
                         "--target last); train one series at a time for --normalise global")
     positive = all(bool(np.all(part > 0)) for part in train_parts)
     transform = settings.transform
-    if transform == "auto":
-        transform = "log" if normalise == "window" and positive else "none"
+    if transform == "auto" and (normalise != "window" or len(train_parts) == 1):
+        transform = "log" if normalise == "window" and positive else "none"  # many: auto, decided per series
     if transform == "log" and not positive:
         raise UserError("--transform log needs a positive series, and this one has values <= 0; "
                         "use --transform none")

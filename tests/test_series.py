@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import struct
 from pathlib import Path
 
@@ -697,3 +698,22 @@ def test_an_ensemble_run_is_recorded_and_forecasts_with_ordered_intervals(cli, t
     assert r.returncode == 1 and r.stderr == (f"chargen: error: {tmp_path / 'checkpoints/five/config.json'} says 9 "
                                               "networks but model.safetensors holds 5; the run is inconsistent — "
                                               "retrain it\n")
+
+
+def test_many_series_are_sampled_equally_and_each_decides_its_own_log(tmp_path):
+    settings = SeriesConfig(window=10, horizon=2, season=1, normalise="window", transform="none")
+    task = SeriesTask([(np.arange(200.0), 200), (np.arange(30.0), 30)], settings, 16, seed=0,
+                      device=torch.device("cpu"))
+    assert len(task.train) == 189 + 19  # every window once for reporting ...
+    from_short = task.sampled >= 200     # ... but an epoch visits the short series as often as the long one
+    assert from_short.sum() == 19 * 10 and (~from_short).sum() == 189
+    assert set(task.sampled[from_short]) == set(range(200, 219)) and task.steps_per_epoch == math.ceil(379 / 16)
+
+    values = trend_and_season(120, noise=1.0)
+    data = tmp_path / "two.csv"
+    data.write_text("up,crossing\n" + "".join(f"{u:.4f},{u - 150:.4f}\n" for u in values))
+    train_series(data, checkpoint=tmp_path / "run", columns="all", config=TrainConfig(max_steps=1),
+                 model=ModelConfig(**TINY_MODEL), settings=SeriesConfig(season=12, horizon=6))
+    about = json.loads((tmp_path / "run" / "config.json").read_text())["series"]
+    assert about["settings"]["transform"] == "auto"  # decided per series:
+    assert [m["scaler"]["log"] for m in about["members"]] == [True, False]  # the one that crosses 0 stays linear
