@@ -29,6 +29,7 @@ from chargen.errors import UserError
 
 if TYPE_CHECKING:
     from chargen.loop import TrainResult
+    from chargen.series import SeriesRun
 
 class Parser(argparse.ArgumentParser):
     """argparse with the house style: usage errors are one line plus a pointer to --help, exit 2."""
@@ -465,12 +466,12 @@ def cmd_series_eval(args: argparse.Namespace) -> int:
         print_backtest(summary)
     sys.stdout.flush()
     if "members" not in summary:
-        show_plot(backtest_figure(result, f"{run.run_dir.name}: backtest of {summary['data']}, horizon "
-                                                  f"{summary['horizon']}"), args.plot)
+        title = f"{run.run_dir.name}: backtest of {summary['data']}, horizon {summary['horizon']}"
+        show_plot(backtest_figure(result, title), args.plot)
     return 0
 
 
-def _series_run_to_show(args: argparse.Namespace):
+def _series_run_to_show(args: argparse.Namespace) -> SeriesRun:
     """The series run of `forecast` / `eval`, with --plot checked before any work: a format matplotlib writes,
     and one series to draw."""
     from chargen.plot import figure_path
