@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=_int_at_least(1), default=1,
                    help="independent samples, drawn together as a batch (default: 1)")
     p.add_argument("--no-seed", action="store_true", help="print only the generated text, not the seed before it")
+    p.add_argument("--copied", nargs="?", const="", metavar="FILE",
+                   help="also say on stderr how much of the generated text is copied from the training text: the "
+                   "share of its 32-character windows found there verbatim (FILE: the training text, default: "
+                   "the run's own corpus file)")
     p.set_defaults(func=cmd_generate)
 
     p = commands.add_parser("eval", help="bits/char and perplexity of a run on a text file")
@@ -257,22 +261,49 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     settings = SamplingSettings(args.temperature, args.top_k, args.top_p).validate()
     run_dir = run_path(args.run, args.checkpoint)
+    training = None
+    if args.copied is not None:  # read (and checked) before any sampling
+        from chargen.checkpoint import read_config
+        from chargen.copying import training_text
+
+        training = training_text(read_config(run_dir), args.copied)
     pieces = generate_streams(run_dir, args.seed, args.length, settings, args.num_samples, args.rng_seed,
-                      args.stop, args.unknown, include_seed=not args.no_seed)
+                              args.stop, args.unknown, include_seed=not args.no_seed)
     out = sys.stdout
     live = out.isatty()
+    seed_steps = 0 if args.no_seed else 1  # the first piece is the seed: the copying measure leaves it out
+    generated = [[] for _ in range(args.num_samples)]
     if args.num_samples == 1:
-        for step in pieces:
+        for i, step in enumerate(pieces):
             out.write(step[0])
+            if i >= seed_steps:
+                generated[0].append(step[0])
             if live:
                 out.flush()
         out.write("\n")
     else:
-        samples = ["".join(parts) for parts in zip(*pieces)]
+        steps = list(pieces)
+        samples = ["".join(parts) for parts in zip(*steps)]
+        generated = [list(parts) for parts in zip(*steps[seed_steps:])] or generated
         for k, sample in enumerate(samples, 1):
             out.write(f"=== sample {k} ===\n{sample}\n")
     out.flush()
+    if training is not None:
+        report_copied(["".join(parts) for parts in generated], *training)
     return 0
+
+
+def report_copied(samples: list[str], training: str, name: str) -> None:
+    """One line on stderr: the share of the samples' windows found verbatim in the training text."""
+    from chargen.copying import WINDOW, copied_windows
+
+    found, total = map(sum, zip(*(copied_windows(sample, training) for sample in samples)))
+    if total == 0:
+        print(f"copied: not measured: the generated text is shorter than one window ({WINDOW} characters)",
+              file=sys.stderr)
+        return
+    print(f"copied: {found / total:.1%} of the {total:,} windows of {WINDOW} characters generated are found "
+          f"verbatim in the training text ({name})", file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
