@@ -31,6 +31,10 @@ from chargen.model import Hidden, detach_hidden
 from chargen.progress import Progress
 from chargen.runtime import Distributed, cpu_has_native_bf16, cpu_runs_bf16_recurrence, pick_device
 
+# Evaluations without a better validation loss, in a run with no --patience, before the log says the model
+# is overfitting (issue 15: runs whose validation rose in their last fifth gave no sign of it).
+RISING_EVALS = 4
+
 class Task(Protocol):
     """What the loop needs from a head's data (see TextTask and SeriesTask)."""
 
@@ -306,11 +310,17 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
                     status = "interrupted" if interrupted else "finished"
                     break
                 if eval_due:
-                    evaluate_and_save(final=False)
+                    metrics = evaluate_and_save(final=False)
                     next_eval = _next_eval_mark(config, fraction_done(time.perf_counter() - started, step))
                     if config.patience and progress.stale >= config.patience:
                         status = "early-stopped"
                         break
+                    if not config.patience and progress.stale == RISING_EVALS:
+                        info(f"validation has not improved for {RISING_EVALS} evaluations (best "
+                             f"{progress.best:.4g} at step {progress.best_metrics['step']:,}, now "
+                             f"{metrics['val_loss']:.4g}): the model is overfitting its training data. The best "
+                             f"weights are kept; --patience {RISING_EVALS} would stop at such a point, and --dropout "
+                             "0.2 or a smaller model learns more from the same data")
                 elif save_due:
                     save(weights=False)
                     last_save = time.perf_counter()

@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
@@ -77,3 +78,22 @@ def test_learning_rate_warms_up_then_decays_to_the_floor():
     assert decay == sorted(decay, reverse=True)
     assert decay[0] == pytest.approx(1.0) and decay[-1] == pytest.approx(0.05)
     assert lr_factor(100, 1.5, config) == pytest.approx(0.05)  # past the budget: stays at the floor
+
+
+@pytest.mark.slow
+def test_a_run_that_overfits_says_so_once_and_keeps_its_best_weights(cli, tmp_path):
+    """A text whose training part repeats one random passage and whose validation part is another: the
+    model learns the passage by heart and validation rises from the start. The log says so once, with the
+    best step; with --patience the run stops there instead."""
+    rng = np.random.default_rng(0)
+    passage, other = ("".join(rng.choice(list("abcdefghij klmnop"), n)) for n in (400, 2000))
+    (tmp_path / "memo.txt").write_text(passage * 45 + other)
+    args = ["train", "memo.txt", "--max-steps", "120", "--eval-every", "20", "--hidden", "64", "--layers", "1",
+            "--batch-size", "8", "--seq-len", "64"]
+    r = cli(*args, "--run", "memo", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if line.startswith("validation has not improved")]
+    assert len(said) == 1 and "for 4 evaluations (best" in said[0] and "at step 20," in said[0], r.stderr
+    assert "--patience 4" in said[0] and "--dropout" in said[0]
+    r = cli(*args, "--run", "stopped", "--patience", "4", cwd=tmp_path)
+    assert r.returncode == 0 and "validation has not improved" not in r.stderr and "early-stopped" in r.stderr
