@@ -448,6 +448,13 @@ def run_session(run_dir: Path, settings: SessionSettings, rng_seed: int | None =
                 raise KeyboardInterrupt
         return 0
 
+    # Ctrl-C at the prompt leaves. Python turns SIGINT into KeyboardInterrupt only when whoever started it
+    # did not ignore SIGINT, and a shell starts background jobs with it ignored: at a terminal the session
+    # decides this itself.
+    try:
+        inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # not the main thread: signals are not ours to set
+        inherited = None
     history = Path.home() / HISTORY_FILE
     readline = _setup_readline(history)
     # input() edits with readline only when stdout is the terminal too; otherwise show the prompt on stderr.
@@ -470,6 +477,8 @@ def run_session(run_dir: Path, settings: SessionSettings, rng_seed: int | None =
             except CommandError as e:
                 session.say(f"error: {e}", ERROR_COLOUR)
     finally:
+        if inherited is not None:
+            signal.signal(signal.SIGINT, inherited)
         if readline is not None:
             try:
                 readline.write_history_file(history)
