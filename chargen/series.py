@@ -226,7 +226,8 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
         run_dir = Path(checkpoint) if checkpoint is not None else checkpoints_root() / (run or _name(collection))
         val_fraction = (settings or SeriesConfig()).validate().val_fraction
         settings, season_found = resolve(settings or SeriesConfig(), [
-            series.values[:split_point(len(series.values), val_fraction)] for series in collection])
+            series.values[:split_point(len(series.values), val_fraction)] for series in collection],
+            [series.name for series in collection] if len(collection) > 1 else ())
         budget = sized_budget(sum(len(train_starts(split_point(len(series.values), val_fraction), settings))
                                   for series in collection))
         if not config.eval_every:

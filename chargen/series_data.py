@@ -486,16 +486,23 @@ def check_sizes(n_values: int, n_train: int, settings: SeriesConfig, validation:
                         "a window forecasts (--horizon): raise --val-fraction, or lower --horizon")
 
 
-def resolve(settings: SeriesConfig, train_parts: Sequence[np.ndarray]) -> tuple[SeriesConfig, str]:
+def resolve(settings: SeriesConfig, train_parts: Sequence[np.ndarray],
+            names: Sequence[str] = ()) -> tuple[SeriesConfig, str]:
     """The automatic settings made concrete for these series (season, horizon, window, normalisation,
     transform) from their training parts, and how the season was found ("given", "detected" or "none
-    found"). Many series share one season: the one detected in most of them."""
+    found"). Many series share one season: the one detected in most of them; those that show another
+    (`names` name them) are listed on stderr."""
     season, found = settings.season, "given"
     if not season:
-        detected = Counter(detect_season(part) for part in train_parts)
-        detected.pop(None, None)
+        each = [detect_season(part) or 1 for part in train_parts]
+        detected = Counter(m for m in each if m > 1)
         season = detected.most_common(1)[0][0] if detected else 1
         found = "detected" if season > 1 else "none found"
+        apart = [f"{name} ({'none' if m == 1 else m})" for name, m in zip(names, each) if m != season]
+        if apart:
+            info(f"{len(apart)} of the {len(each)} series show another season than the shared one "
+                 f"({season if season > 1 else 'none'}): {', '.join(apart[:5])}{' ...' if len(apart) > 5 else ''}; "
+                 "one model forecasts series of different seasons poorly: train those apart, or give --season")
     horizon = settings.horizon or min(max(2 * season, AUTO_HORIZON[0]), AUTO_HORIZON[1])
     window = settings.window or max(2 * season, 2 * horizon, 8)
     normalise = settings.normalise

@@ -717,3 +717,21 @@ def test_many_series_are_sampled_equally_and_each_decides_its_own_log(tmp_path):
     about = json.loads((tmp_path / "run" / "config.json").read_text())["series"]
     assert about["settings"]["transform"] == "auto"  # decided per series:
     assert [m["scaler"]["log"] for m in about["members"]] == [True, False]  # the one that crosses 0 stays linear
+
+
+def test_series_of_another_season_than_the_shared_one_are_named(tmp_path, capsys):
+    t = np.arange(144)
+    rng = np.random.default_rng(3)
+    columns = {"a": 50 + 10 * np.sin(2 * np.pi * t / 12), "b": 80 + 5 * np.cos(2 * np.pi * t / 12),
+               "odd": 30 + 8 * np.sin(2 * np.pi * t / 5)}
+    data = tmp_path / "mixed.csv"
+    data.write_text("a,b,odd\n" + "".join(",".join(f"{v[i] + rng.normal(0, 0.3):.3f}" for v in columns.values())
+                                          + "\n" for i in range(144)))
+    train_series(data, checkpoint=tmp_path / "run", columns="all", config=TrainConfig(max_steps=1),
+                 model=ModelConfig(**TINY_MODEL))
+    err = capsys.readouterr().err
+    assert "1 of the 3 series show another season than the shared one (12): odd (5); one model forecasts " in err
+    assert "season 12 (detected)" in err
+    train_series(data, checkpoint=tmp_path / "given", columns="all", config=TrainConfig(max_steps=1),
+                 model=ModelConfig(**TINY_MODEL), settings=SeriesConfig(season=12))
+    assert "another season" not in capsys.readouterr().err  # a season given is the user's choice
