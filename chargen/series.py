@@ -327,7 +327,10 @@ def train_series(data: str | Path | Sequence[float] | None = None, run: str | No
                 saved = read_config(run_dir)
                 saved["series"]["interval_margins"] = run_info["series"]["interval_margins"]
                 write_config(run_dir, saved)
-        if refitting or not (settings.refit and task.held_out):
+        if refitting:  # a resumed refit: what the run is weighed by is still what validation chose
+            return dataclasses.replace(result, metrics={**run_info["series"]["refit"]["selected_by"],
+                                                        "refit_values": n_values})
+        if not (settings.refit and task.held_out):
             return result
         # Validation chose the training length; the model that forecasts from the end of the series must
         # also have learnt from its end, so a fresh model trains on every value for that many steps.

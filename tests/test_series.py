@@ -111,7 +111,11 @@ def test_resume_is_exact(tmp_path):
     kwargs = dict(synthetic="noisy-sine", length=300, settings=SeriesConfig(window=12),
                   model=ModelConfig(dropout=0.2, **{**TINY_MODEL, "layers": 2}),
                   config=TrainConfig(max_steps=10, batch_size=16, eval_every=4))
-    train_series(checkpoint=tmp_path / "straight", **kwargs)
+    straight = train_series(checkpoint=tmp_path / "straight", **kwargs)
+    assert straight.metrics["refit_values"] == 300
+    # Resumed once it has finished (its refit too), the run still reports what validation chose.
+    again = train_series(checkpoint=tmp_path / "straight", resume=True)
+    assert again.metrics == straight.metrics
     with pytest.raises(TrainingStopped):
         train_series(checkpoint=tmp_path / "resumed", should_stop=lambda step: step == 5, **kwargs)
     train_series(checkpoint=tmp_path / "resumed", resume=True)
