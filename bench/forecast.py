@@ -76,41 +76,31 @@ def baselines(train: np.ndarray, m: int, h: int) -> dict:
             for name in BASELINES}
 
 
-def chargen_forecast(train: np.ndarray, m: int, h: int, work: Path, extra: list[str]) -> tuple:
-    """Train with the command line's defaults, forecast h values; (point, bounds, seconds)."""
+def chargen_forecasts(trains: dict[str, np.ndarray], m: int, h: int, work: Path, extra: list[str]) -> tuple:
+    """Train with the command line's defaults (one series: a one-column CSV; several: one model across
+    them, a long CSV with `--id-column`), then forecast h values of each: ({name: (point, bounds)}, seconds)."""
     data = work / "series.csv"
-    data.write_text("value\n" + "\n".join(repr(float(v)) for v in train) + "\n")
+    if len(trains) == 1:
+        (train,) = trains.values()
+        data.write_text("value\n" + "".join(f"{float(v)!r}\n" for v in train))
+        layout = ["--column", "value"]
+    else:
+        data.write_text("id,value\n" + "".join(f"{name},{float(v)!r}\n" for name, train in trains.items()
+                                               for v in train))
+        layout = ["--id-column", "id", "--column", "value"]
     cli = [sys.executable, str(REPO / "cli.py"), "series"]
     started = time.perf_counter()
-    subprocess.run(cli + ["train", str(data), "--column", "value", "--checkpoint", str(work / "run"),
-                          "--season", str(m), "--horizon", str(h), *extra], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(cli + ["train", str(data), *layout, "--checkpoint", str(work / "run"), "--season", str(m),
+                          "--horizon", str(h), *extra], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     seconds = time.perf_counter() - started
     out = subprocess.run(cli + ["forecast", "--checkpoint", str(work / "run"), "--steps", str(h)],
                          check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
-    column = lambda name: np.array([float(r[name]) for r in rows])  # noqa: E731
-    return (column("value"), {80: (column("low_80"), column("high_80")), 95: (column("low_95"), column("high_95"))},
-            seconds)
-
-
-def chargen_many(trains: dict[str, np.ndarray], m: int, h: int, work: Path, extra: list[str]) -> tuple:
-    """One model across several series (a long CSV, `--id-column`), each forecast h values:
-    ({name: (point, bounds)}, seconds)."""
-    data = work / "many.csv"
-    data.write_text("id,value\n" + "".join(f"{name},{float(v)!r}\n" for name, train in trains.items() for v in train))
-    cli = [sys.executable, str(REPO / "cli.py"), "series"]
-    started = time.perf_counter()
-    subprocess.run(cli + ["train", str(data), "--id-column", "id", "--column", "value", "--checkpoint",
-                          str(work / "many"), "--season", str(m), "--horizon", str(h), *extra], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.perf_counter() - started
-    out = subprocess.run(cli + ["forecast", "--checkpoint", str(work / "many"), "--steps", str(h)],
-                         check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
-    rows = list(csv.DictReader(io.StringIO(out)))
     results = {}
     for name in trains:
-        column = lambda key, name=name: np.array([float(r[key]) for r in rows if r["id"] == name])  # noqa: E731
+        mine = [r for r in rows if r.get("id", name) == name]  # one series: no id column
+        column = lambda key, mine=mine: np.array([float(r[key]) for r in mine])  # noqa: E731
         results[name] = (column("value"), {80: (column("low_80"), column("high_80")),
                                            95: (column("low_95"), column("high_95"))})
     return results, seconds
@@ -133,7 +123,7 @@ def many_series(results: dict, args: argparse.Namespace) -> None:
             continue
         trains = {name: load(name)[:-h] for name in names}
         with tempfile.TemporaryDirectory() as work:
-            forecasts, seconds = chargen_many(trains, m, h, Path(work), args.chargen_args.split())
+            forecasts, seconds = chargen_forecasts(trains, m, h, Path(work), args.chargen_args.split())
         across = {name: scores(trains[name], load(name)[-h:], point, max(m, 1), bounds)
                   for name, (point, bounds) in forecasts.items()}
         results.setdefault("many", {})[" + ".join(names)] = {**across, "seconds": seconds}
@@ -168,7 +158,8 @@ def main() -> None:
             for method, (point, bounds) in baselines(train, m, h).items():
                 row[method] = scores(train, truth, point, max(m, 1), bounds)
         with tempfile.TemporaryDirectory() as work:
-            point, bounds, seconds = chargen_forecast(train, m, h, Path(work), args.chargen_args.split())
+            forecasts, seconds = chargen_forecasts({name: train}, m, h, Path(work), args.chargen_args.split())
+        point, bounds = forecasts[name]
         row["chargen"] = {**scores(train, truth, point, max(m, 1), bounds), "seconds": seconds}
         results[name] = row
         print(f"{name:14} " + "  ".join(f"{k} {row[k]['mase']:.3f}" for k in ("chargen",) + BASELINES)

@@ -315,7 +315,8 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
                     if config.patience and progress.stale >= config.patience:
                         status = "early-stopped"
                         break
-                    if not config.patience and progress.stale == RISING_EVALS:
+                    # (best_metrics is empty while every validation has been non-finite: nothing to name)
+                    if not config.patience and progress.stale == RISING_EVALS and progress.best_metrics:
                         info(f"validation has not improved for {RISING_EVALS} evaluations (best "
                              f"{progress.best:.4g} at step {progress.best_metrics['step']:,}, now "
                              f"{metrics['val_loss']:.4g}): the model is overfitting its training data. The best "
