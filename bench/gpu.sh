@@ -8,8 +8,6 @@
 # then, through the device tool: command `bash bench/gpu.sh`, carry ["bench/data"], timeout_s 600.
 # Each step's log goes to $OUT (which the device tool brings back), or to bench/results/gpu by hand;
 # a step that fails or overruns its limit is reported and the next one still runs.
-#
-# Not here yet: the sizing probe (issue 15 is not built); its GPU row joins this script when it is.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/results/gpu}
@@ -34,16 +32,20 @@ step environment 20 bash -c "nvidia-smi; $py -c 'import torch; print(torch.__ver
 \"cuDNN\", torch.backends.cudnn.version(), torch.cuda.get_device_name(0), \"NCCL\", torch.cuda.nccl.version())'"
 # The model, kernel and gradient tests under this machine's torch (CI runs the whole suite on CPUs).
 step tests 120 $py -m pytest -q -x -m "not slow" tests/test_model.py tests/test_fastpaths.py tests/test_gradients.py
-# Training with mixed precision (auto = bf16/fp16 autocast on CUDA) and cuDNN's GRU, 45 s each: the default
-# size, then a size a GPU can afford; their validation figures are the GPU rows of the quality table.
-step train-default 75 $py cli.py train "$corpus" --checkpoint "$runs/default" --max-time 45 --device cuda
+# Training with mixed precision (auto = bf16/fp16 autocast on CUDA) and cuDNN's GRU, 45 s each: automatic
+# sizing (its probe on the GPU: the "sizing:" line, which must pick a larger model than on a CPU), the fixed
+# defaults, then a size a GPU can afford; their validation figures are the GPU rows of the quality table.
+step train-sized 75 $py cli.py train "$corpus" --checkpoint "$runs/sized" --max-time 45 --device cuda
+grep -h "sizing:" "$out/train-sized.log"
+step train-default 75 $py cli.py train "$corpus" --checkpoint "$runs/default" --max-time 45 --device cuda \
+    --sizing fixed
 step train-large 75 $py cli.py train "$corpus" --checkpoint "$runs/large" --max-time 45 --device cuda \
     --hidden 1024 --layers 3 --batch-size 128
 step train-fp32 75 $py cli.py train "$corpus" --checkpoint "$runs/fp32" --max-time 45 --device cuda \
-    --precision fp32
+    --precision fp32 --sizing fixed
 # Data-parallel training over NCCL (one GPU: one process, which still goes through NCCL and DDP).
 step ddp-nccl 60 torchrun --standalone --nproc_per_node=1 -m chargen train "$corpus" --checkpoint "$runs/ddp" \
-    --max-steps 300 --device cuda
+    --max-steps 300 --device cuda --sizing fixed
 # Sampling from the large run (the sampler is numpy on the CPU: the run's weights are copied there), timed;
 # and the series head on CUDA.
 step sample 45 bash -c "time $py cli.py generate --checkpoint $runs/large --length 20000 --seed ROMEO: >/dev/null"

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -59,6 +60,10 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     architecture is the base's (`model` is not used; `model_given`, the ModelConfig fields chosen
     explicitly, must agree with it) and the TrainConfig fields not in `overrides` that fine-tuning
     needs take its values.
+    Sizing (chargen.sizing, unless config.sizing is "fixed"): a new run's width, dropout, streams and
+    learning rate are chosen for the text, the budget and the machine, except those given explicitly:
+    the keys of `model_given` and `overrides` when passed (the command line's way), otherwise every
+    field of a `model` or `config` passed (a ModelConfig given is used as it is).
     """
     import torch
 
@@ -69,6 +74,7 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
     from chargen.run_setup import start_run
     from chargen.textlm import TextTask
 
+    explicit = explicit_settings(model, config, model_given, overrides)
     config = config or TrainConfig()
     if max_time is not None:
         config.max_time = parse_duration(max_time) if isinstance(max_time, str) else float(max_time)
@@ -114,6 +120,18 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         if len(val_ids) < 2:
             raise UserError(f"the validation text ({val_name}) has fewer than 2 characters; give a longer one")
 
+        model_config.head = "char"
+        model_config.vocab_size = len(vocab)
+        sizing = started.saved.get("sizing") if started.resuming else None
+        if not started.resuming and base is None and config.sizing == "auto":
+            from chargen.sizing import size_new_run
+
+            model_config, config, sized = size_new_run(model_config, config, len(train_ids), started.device,
+                                                       started.amp_dtype, explicit, started.dist)
+            if sized is not None:
+                info(sized.line())
+                sizing = sized.record()
+            started.model, started.config = model_config, config
         streams, seq_len = fit_layout(len(train_ids), config.batch_size, config.seq_len)
         if (streams, seq_len) != (config.batch_size, config.seq_len):
             info(f"the training text has only {len(train_ids)} characters: using --batch-size {streams} "
@@ -123,8 +141,6 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
             info(f"the validation text has {len(val_ids)} characters, fewer than one chunk ({config.seq_len}); "
                  "validation figures will be noisy")
 
-        model_config.head = "char"
-        model_config.vocab_size = len(vocab)
         torch.manual_seed(config.rng_seed)
         net = build_model(model_config)
         if base is not None:
@@ -139,6 +155,8 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         }
         if finetune_record is not None:
             run_info["finetune"] = finetune_record
+        if sizing is not None:
+            run_info["sizing"] = sizing  # kept across resumes, like the settings it chose
         if started.dist.is_main and not started.resuming:
             vocab.save(run_dir / TOKENIZER)
         started.announce(f"{model_config.layers}x{model_config.hidden} {model_config.cell.upper()} "
@@ -146,6 +164,17 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
                          f"{len(train_ids):,} training / {len(val_ids):,} validation characters, "
                          f"{config.batch_size} streams x {config.seq_len}")
         return started.train(net, task, run_info, should_stop)
+
+
+def explicit_settings(model: ModelConfig | None, config: TrainConfig | None, model_given: dict | None,
+                      overrides: dict | None) -> set[str]:
+    """The ModelConfig and TrainConfig field names a caller of `train` chose (see its docstring)."""
+    def names(given: dict | None, passed, cls) -> set[str]:
+        if given is not None:
+            return set(given)
+        return {f.name for f in fields(cls)} if passed is not None else set()
+
+    return names(model_given, model, ModelConfig) | names(overrides, config, TrainConfig)
 
 
 def load(run: str | Path | None = None, device: str = "cpu"):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 from chargen import __version__
 from chargen.checkpoint import WRITE_FAULTS, write_failure
-from chargen.config import ModelConfig, TrainConfig
+from chargen.config import SIZED_OPTION_DEFAULTS, ModelConfig, TrainConfig
 from chargen.errors import UserError
 
 if TYPE_CHECKING:
@@ -114,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
     p.add_argument("--from-run", metavar="RUN", help="fine-tune: start from this run's weights and vocabulary (a run "
                    "name or directory); its architecture is kept, new characters are added")
-    add_config_options(p, ModelConfig, "model", skip=("pooling", "ensemble"))
-    add_config_options(p, TrainConfig, "training")
+    add_config_options(p, ModelConfig, "model", skip=("pooling", "ensemble"), defaults=SIZED_OPTION_DEFAULTS)
+    add_config_options(p, TrainConfig, "training", defaults=SIZED_OPTION_DEFAULTS)
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("generate", help="generate text from a seed",
@@ -407,7 +407,7 @@ def add_series_parser(commands) -> None:
     add_config_options(p, ModelConfig, "model", defaults=SERIES_OPTION_DEFAULTS, helps=SERIES_OPTION_HELP,
                        skip=SERIES_UNUSED_OPTIONS)
     add_config_options(p, TrainConfig, "training", defaults=SERIES_OPTION_DEFAULTS, helps=SERIES_OPTION_HELP,
-                       skip=SERIES_UNUSED_OPTIONS)
+                       skip=(*SERIES_UNUSED_OPTIONS, "sizing"))
     p.set_defaults(func=cmd_series_train)
 
     p = sub.add_parser("forecast", help="forecast the values after a history (CSV step,value on stdout)",
@@ -562,7 +562,7 @@ def add_classify_parser(commands) -> None:
     p.add_argument("--freeze-core", action="store_true", help="with --from-run: train only the head")
     add_config_options(p, ModelConfig, "model", defaults=CLASSIFY_MODEL_DEFAULTS, skip=("tie_weights", "ensemble"))
     add_config_options(p, TrainConfig, "training", defaults={"max_time": "2m when no other limit is given"},
-                       helps=CLASSIFY_OPTION_HELP, skip=("seq_len",))
+                       helps=CLASSIFY_OPTION_HELP, skip=("seq_len", "sizing"))
     p.set_defaults(func=cmd_classify_train)
 
     p = sub.add_parser("eval", help="accuracy, macro-F1 and the confusion matrix on a labelled file")

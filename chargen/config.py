@@ -16,6 +16,16 @@ CELL_TYPES = ("rnn", "lstm", "gru")
 HEADS = ("char", "series", "classify")
 POOLINGS = ("last", "mean", "max")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SIZINGS = ("auto", "fixed")
+OPTIMIZERS = ("adamw", "muon")
+# `chargen train`'s defaults for the settings that automatic sizing chooses (chargen/sizing.py), as --help
+# says them; the values in the dataclasses below are the fixed defaults (--sizing fixed).
+SIZED_OPTION_DEFAULTS = {
+    "hidden": "sized to the text, the budget and this machine's speed; 256 with --sizing fixed",
+    "dropout": "sized to the passes over the text; 0.0 with --sizing fixed",
+    "batch_size": "32 on a CPU, 128 on an accelerator; 32 with --sizing fixed",
+    "lr": "sized to the width; 0.005 with --sizing fixed",
+}
 
 
 def parse_duration(text: str) -> float:
@@ -103,6 +113,8 @@ class TrainConfig:
     batch_size: int = option(32, "parallel streams per step (all processes together)")
     seq_len: int = option(64, "characters per chunk: how far back gradients flow (truncated BPTT)")
     lr: float = option(5e-3, "peak learning rate (AdamW)")
+    optimizer: str = option("adamw", "adamw, or muon: Muon for the recurrent weight matrices, AdamW for the rest",
+                            choices=OPTIMIZERS)
     lr_floor: float = option(0.05, "final learning rate as a fraction of --lr (cosine decay to the end of the budget)")
     weight_decay: float = option(0.01, "AdamW weight decay on weight matrices")
     warmup_steps: int = option(50, "steps of linear learning-rate warm-up")
@@ -118,7 +130,10 @@ class TrainConfig:
     precision: str = option("auto", f"{', '.join(PRECISIONS)}; auto = mixed precision on CUDA, bf16 autocast on "
                             "CPUs with native bf16 (AVX512-BF16/AMX: ~1.6x faster, same loss), fp32 elsewhere",
                             choices=PRECISIONS)
-    rng_seed: int = option(1337, "random seed: same seed, same run")
+    rng_seed: int = option(1337, "random seed: same seed, same run (on the same machine: sizing measures its speed)")
+    sizing: str = option("auto", "auto: choose the width, dropout, streams and learning rate for the text, the budget "
+                         "and this machine's measured speed (options given explicitly are kept); fixed: the fixed "
+                         "defaults", choices=SIZINGS)
     max_bad_steps: int = option(5, "give up after this many non-finite steps in a row")
 
     def validate(self) -> "TrainConfig":
@@ -135,6 +150,10 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 0, not {getattr(self, name)}")
         if not 0 <= self.lr_floor <= 1:
             raise UserError(f"--lr-floor must be in [0, 1], not {self.lr_floor}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"--optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if self.sizing not in SIZINGS:
+            raise UserError(f"--sizing {self.sizing!r}: choose one of {', '.join(SIZINGS)}")
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         return self

@@ -77,16 +77,59 @@ def lr_factor(step: int, progress: float, config: TrainConfig) -> float:
     return warm * (config.lr_floor + (1 - config.lr_floor) * cosine)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not biases, not the embedding table)."""
-    decay, no_decay = [], []
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
+    """AdamW; weight decay on matrices only (not biases, not the embedding table).
+
+    optimizer "muon": torch.optim.Muon for the recurrent layers' weight matrices (its update is the
+    momentum orthogonalised; learning rate scaled to match AdamW's update size, so one --lr serves
+    both), AdamW for the embedding, the head and every bias (BENCHMARKS.md, "Sizing", for the measure).
+    """
+    decay, no_decay, orthogonal = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
+        if config.optimizer == "muon" and p.ndim == 2 and ".rnn.weight_" in name:
+            orthogonal.append(p)
+        else:
+            (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+    adamw = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+    if not orthogonal:
+        return adamw
+    muon = torch.optim.Muon(orthogonal, lr=config.lr, weight_decay=config.weight_decay,
+                            adjust_lr_fn="match_rms_adamw")
+    return OptimizerPair(muon, adamw)
+
+
+class OptimizerPair:
+    """Two optimisers over disjoint parameters, driven as one: the loop sets every group's learning
+    rate, steps, zeroes, saves and restores them together."""
+
+    def __init__(self, *optimizers: torch.optim.Optimizer):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("optimizers")
+        if not isinstance(saved, list) or len(saved) != len(self.optimizers):
+            raise ValueError("the saved optimiser is not this run's (--optimizer differs)")
+        for optimizer, part in zip(self.optimizers, saved):
+            optimizer.load_state_dict(part)
 
 
 def autocast_dtype(config: TrainConfig, device: torch.device, cell: str) -> torch.dtype | None:

@@ -146,9 +146,11 @@ def test_python_m_chargen_and_the_console_script_do_the_same(trained, launcher):
 
 
 @pytest.mark.parametrize("command, defaults", [
-    ("train", [f"(default: {ModelConfig().hidden})", f"(default: {ModelConfig().cell})",
+    # The sized settings say how they are chosen, and their fixed defaults (--sizing fixed).
+    ("train", [f"{ModelConfig().hidden} with --sizing fixed", f"(default: {ModelConfig().cell})",
                f"(default: {TrainConfig().clip})", "(default: 0.1)", f"(default: {TrainConfig().rng_seed})",
-               f"(default: {TrainConfig().lr})", f"(default: {TrainConfig().batch_size})"]),
+               f"{TrainConfig().lr} with --sizing fixed", f"{TrainConfig().batch_size} with --sizing fixed",
+               "(default: auto)"]),
     ("generate", ["(default: 500)", "(default: 0.8)", "(default: a newline)", "(default: 1)"]),
     ("eval", ["(default: utf-8)", "(default: cpu)"]),
 ])

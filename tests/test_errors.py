@@ -7,6 +7,7 @@ import per case); a few run the real command in a subprocess to check the proces
 from __future__ import annotations
 
 import io
+import re
 import json
 import pickle
 import shutil
@@ -18,6 +19,8 @@ import pytest
 import torch
 
 from chargen import cli, loop
+from chargen.config import ModelConfig, TrainConfig
+from chargen.errors import UserError
 from conftest import REPO
 
 SMALL_MODEL = ["--hidden", "8", "--layers", "1", "--embedding", "8"]
@@ -176,6 +179,8 @@ TRAIN_OPTIONS = [
     (["--max-time", "0"], "--max-time must be positive", 1),
     (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'", 2),
     (["--cell", "transformer"], "argument --cell: invalid choice: 'transformer'", 2),
+    (["--optimizer", "sgd"], "argument --optimizer: invalid choice: 'sgd'", 2),
+    (["--sizing", "large"], "argument --sizing: invalid choice: 'large'", 2),
     (["--batch-size", "many"], "argument --batch-size: invalid int value: 'many'", 2),
 ]
 
@@ -477,3 +482,14 @@ def test_a_damaged_series_config_is_refused(damage, tmp_path, capsys):
     capsys.readouterr()
     one_line_error(chargen(capsys, "series", "forecast", "--checkpoint", run, "--steps", "3"),
                    f"{run / 'config.json'}: the series section", "retrain it")
+
+
+@pytest.mark.parametrize("settings, words", [
+    (lambda: ModelConfig(cell="transformer"), "--cell 'transformer' is not a cell type; choose one of rnn, lstm, gru"),
+    (lambda: TrainConfig(precision="fp8"), "--precision 'fp8': choose one of auto, fp32, bf16, fp16"),
+    (lambda: TrainConfig(optimizer="sgd"), "--optimizer 'sgd': choose one of adamw, muon"),
+    (lambda: TrainConfig(sizing="large"), "--sizing 'large': choose one of auto, fixed"),
+], ids=["cell", "precision", "optimizer", "sizing"])
+def test_a_choice_the_command_line_would_refuse_is_refused_through_the_api(settings, words):
+    with pytest.raises(UserError, match=re.escape(words)):
+        settings().validate()

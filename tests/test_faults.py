@@ -165,6 +165,24 @@ def test_resume_is_bit_identical_to_one_go(resume_runs, tmp_path):
     assert [torch.equal(a, b) for a, b in zip(resumed["hidden"], whole["hidden"])] == [True, True]
 
 
+def test_muon_resumes_exactly_with_both_optimisers(shakespeare, tmp_path):
+    """--optimizer muon: Muon's momentum and AdamW's moments both come back; the resumed run is the same."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(shakespeare.read_text(encoding="utf-8")[:2400], encoding="utf-8")
+    model = {**RESUME_MODEL, "cell": "gru"}
+    train = {**RESUME_TRAIN, "optimizer": "muon"}
+    api.train(corpus, checkpoint=tmp_path / "whole", model=ModelConfig(**model), config=TrainConfig(**train))
+    with pytest.raises(loop.TrainingStopped):
+        api.train(corpus, checkpoint=tmp_path / "stopped", model=ModelConfig(**model), config=TrainConfig(**train),
+                  should_stop=lambda step: step == 20)
+    api.train(corpus, checkpoint=tmp_path / "stopped", resume=True)
+    whole, resumed = read_state(tmp_path / "whole"), read_state(tmp_path / "stopped")
+    muon, adamw = whole["optimizer"]["optimizers"]
+    assert {"momentum_buffer"} <= set(next(iter(muon["state"].values())))
+    assert {"exp_avg", "exp_avg_sq"} <= set(next(iter(adamw["state"].values())))
+    assert resumed["step"] == 40 and same_tensors(resumed["model"], whole["model"])
+
+
 def _no_hidden(state):
     state["hidden"] = []
 

@@ -97,3 +97,22 @@ def test_a_run_that_overfits_says_so_once_and_keeps_its_best_weights(cli, tmp_pa
     assert "--patience 4" in said[0] and "--dropout" in said[0]
     r = cli(*args, "--run", "stopped", "--patience", "4", cwd=tmp_path)
     assert r.returncode == 0 and "validation has not improved" not in r.stderr and "early-stopped" in r.stderr
+
+
+def test_muon_takes_the_recurrent_matrices_and_adamw_the_rest():
+    import torch
+
+    from chargen.loop import make_optimizer
+    from chargen.model import build_model
+
+    model = build_model(ModelConfig(hidden=16, layers=2, embedding=8, vocab_size=20))
+    optimizer = make_optimizer(model, TrainConfig(optimizer="muon", weight_decay=0.02), torch.device("cpu"))
+    muon, adamw = optimizer.optimizers
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    names = {id(p): name for name, p in model.named_parameters()}
+    under_muon = {names[id(p)] for group in muon.param_groups for p in group["params"]}
+    assert under_muon == {f"core.rnn.weight_{kind}_l{layer}" for kind in ("ih", "hh") for layer in (0, 1)}
+    under_adamw = {names[id(p)] for group in adamw.param_groups for p in group["params"]}
+    assert under_adamw == set(names.values()) - under_muon
+    assert muon.param_groups[0]["weight_decay"] == 0.02
+    assert len(optimizer.param_groups) == 3  # the loop sets every group's learning rate

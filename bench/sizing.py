@@ -1,0 +1,124 @@
+"""The sizing grid (issue #15): automatic sizing against today's fixed defaults and other configurations.
+
+    python bench/sizing.py run --corpora shakespeare --minutes 1,5 --arms "auto;defaults"
+    python bench/sizing.py run --corpora small --minutes 1 --arms "defaults;--hidden 128 --lr 7e-3"
+    python bench/sizing.py table bench/results/sizing.jsonl          # the Markdown table of every cell so far
+
+Corpora (nothing is committed; the fortune texts come from `apt-get install fortunes fortunes-ru`, built by
+bench/finetune.py's `prepare`):
+  shakespeare  ../shared/corpora/tinyshakespeare.txt (1.1M characters)
+  small        English quotations, the fortune files `humorists` + `literature` (96k characters)
+  ru           the Russian fortune files less `knowledge` (1.9M characters, Cyrillic)
+  FILE         any other text file, named by its stem
+
+An arm is `auto` (no sizing option: chargen chooses), `defaults` (the fixed defaults before automatic
+sizing, given explicitly: 2x256 GRU, 32 x 64, lr 5e-3, no dropout, weight decay 0.01), or `chargen train`
+options that change those defaults (e.g. "--hidden 128 --lr 7e-3": every other setting stays fixed). Each cell is one complete `cli.py train CORPUS --max-time Xm` run, the arms of a budget
+alternating so that the machine's drift falls on all of them; its figures are the run's best validation
+loss (last 10%, scored in full) and the copied share of 2,000 characters it generates against the
+training text (chargen.copying). Every cell is appended to a JSON-lines file as soon as it ends, so a
+long grid can be stopped and continued, and spread over sessions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from finetune import SHAKESPEARE, prepare, sample_copied_share, train_run  # noqa: E402
+
+RESULTS = BENCH / "results" / "sizing.jsonl"
+RUNS = BENCH / "results" / "sizing-runs"
+DEFAULTS = "--cell gru --hidden 256 --layers 2 --embedding 64 --batch-size 32 --seq-len 64 --lr 5e-3 " \
+           "--dropout 0 --weight-decay 0.01"
+
+
+def corpus_path(name: str) -> Path:
+    """A corpus name of the grid (or a file path) -> the text file."""
+    if name == "shakespeare":
+        return SHAKESPEARE
+    if name in ("small", "ru"):
+        texts = prepare()
+        return texts["en"]["small"] if name == "small" else texts["ru"]["base"]
+    path = Path(name)
+    if not path.is_file():
+        raise SystemExit(f"{name}: not a corpus of the grid (shakespeare, small, ru) nor a file")
+    return path
+
+
+def arm_options(arm: str) -> list[str]:
+    """The `chargen train` options of an arm: nothing for auto, else the fixed defaults with the arm's changes."""
+    if arm == "auto":
+        return []
+    return shlex.split(DEFAULTS) + ([] if arm == "defaults" else shlex.split(arm))
+
+
+def run_cell(corpus: str, minutes: float, arm: str, results: Path) -> dict:
+    """Train one cell, measure its copied share, append it to `results`."""
+    path = corpus_path(corpus)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = RUNS / f"{stamp}-{Path(corpus).stem}-{minutes:g}m"
+    t0 = time.perf_counter()
+    config = train_run(path, run_dir, minutes * 60, arm_options(arm))
+    m, model, train = config["metrics"], config["model"], config["train"]
+    cell = {"date": stamp, "corpus": Path(corpus).stem, "corpus_chars": config["corpus"]["chars"], "minutes": minutes,
+            "arm": arm, "val_nats": m["val_loss"], "best_step": m["step"], "steps": m["steps"],
+            "chars_seen": m["items_seen"], "elapsed_s": m["elapsed_s"], "wall_s": round(time.perf_counter() - t0, 1),
+            "model": f"{model['layers']}x{model['hidden']} {model['cell']}", "dropout": model["dropout"],
+            "batch": f"{train['batch_size']}x{train['seq_len']}", "lr": train["lr"],
+            "weight_decay": train["weight_decay"], "sizing": config.get("sizing"),
+            "copied_share": sample_copied_share(run_dir, path.read_text(encoding="utf-8")),
+            "load_average": os.getloadavg()[0], "threads": os.environ.get("OMP_NUM_THREADS", "all")}
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(cell) + "\n")
+    print(f"{cell['corpus']} {minutes:g} min [{arm}]: {cell['val_nats']:.4f} nats/char, {cell['model']} "
+          f"{cell['batch']} lr {cell['lr']:g} dropout {cell['dropout']:g}, step {cell['best_step']} of "
+          f"{cell['steps']}, copied {cell['copied_share']:.1%}", flush=True)
+    return cell
+
+
+def table(results: Path) -> None:
+    """Every cell so far as a Markdown table, grouped by corpus and budget, best first."""
+    cells = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    print("| corpus | budget | arm | model | streams x chunk | lr | dropout | val nats/char | steps (best at) | "
+          "chars seen per parameter | copied |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for c in sorted(cells, key=lambda c: (c["corpus"], c["minutes"], c["val_nats"])):
+        per_param = ""
+        if c.get("sizing"):
+            per_param = f"{c['chars_seen'] / c['sizing']['parameters']:.1f}"
+        print(f"| {c['corpus']} | {c['minutes']:g} min | {c['arm']} | {c['model']} | {c['batch']} | {c['lr']:g} | "
+              f"{c['dropout']:g} | {c['val_nats']:.4f} | {c['steps']} ({c['best_step']}) | {per_param} | "
+              f"{c['copied_share']:.1%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=("run", "table"))
+    parser.add_argument("results", nargs="?", type=Path, default=RESULTS,
+                        help=f"the JSON-lines file of cells (default: {RESULTS.relative_to(BENCH.parent)})")
+    parser.add_argument("--corpora", default="shakespeare", help="comma-separated corpora (default: shakespeare)")
+    parser.add_argument("--minutes", default="1,5", help="comma-separated budgets in minutes (default: 1,5)")
+    parser.add_argument("--arms", default="auto;defaults", help="';'-separated arms (default: 'auto;defaults')")
+    parser.add_argument("--repeats", type=int, default=1, help="run every cell this many times (default: 1)")
+    args = parser.parse_args()
+    if args.step == "table":
+        table(args.results)
+        return
+    for _ in range(args.repeats):
+        for minutes in (float(m) for m in args.minutes.split(",")):
+            for corpus in args.corpora.split(","):
+                for arm in args.arms.split(";"):
+                    run_cell(corpus, minutes, arm.strip(), args.results)
+
+
+if __name__ == "__main__":
+    main()

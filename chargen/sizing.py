@@ -1,0 +1,235 @@
+"""Automatic sizing: the model and training settings for this text, this budget and this machine.
+
+A character model trained for a fixed time learns most when its size matches the characters it will
+see: too large and it makes too few updates, too small and it runs out of capacity (BENCHMARKS.md,
+"Sizing"). The rule, fitted there on a grid of runs:
+
+1. The budget becomes characters seen. A time budget needs the machine's speed at each size: a probe
+   times a few real training steps (random characters, the run's device, precision and batch) of each
+   width of the ladder, small to large, and stops once larger widths can only be farther from the target.
+2. Repeated characters are worth less than new ones (Muennighoff et al., 2023, "Scaling data-constrained
+   language models": after the first pass a repetition is worth exp(-repetitions / 15) of a new
+   character): the corpus size caps what the characters seen are worth.
+3. The width whose parameters are closest to (effective characters) / CHARS_PER_PARAMETER wins;
+   its learning rate scales as 1/sqrt(width) around the measured 5e-3 at 256; dropout grows with the
+   number of passes over the text.
+
+Every setting the user gave explicitly is kept; only the others are chosen. Rank 0 decides under
+torchrun and every rank takes its choice.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from chargen.config import ModelConfig, TrainConfig
+
+# Widths tried, two layers each. Steps of ~1.25-1.5x: finer than the loss can tell apart in one run.
+LADDER = (64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048)
+CHARS_PER_PARAMETER = 7.0     # effective characters seen per parameter at the best width (fitted)
+REPEAT_HALF_LIFE = 15.0       # R*_D of the data-constrained scaling law: value of repeated passes
+DROPOUT_FREE_EPOCHS = 2.0     # below this many passes over the text, no dropout
+DROPOUT_PER_DOUBLING = 0.1    # dropout added per doubling of the passes beyond that
+MAX_DROPOUT = 0.3
+REFERENCE_LR, REFERENCE_WIDTH = 5e-3, 256   # measured best for 2x256 (BENCHMARKS.md, defaults)
+LR_RANGE = (1.5e-3, 1e-2)
+PROBE_SHARE = 0.03            # at most this share of a time budget goes to the probe
+PROBE_TIMED_STEPS = 2         # timed steps per width, after one untimed (allocation, kernel choice)
+EVAL_SHARE = 0.08             # share of a time budget the five validations take (measured 4-20%)
+SIZED_MODEL = ("hidden", "dropout")
+SIZED_TRAIN = ("batch_size", "lr")
+
+
+@dataclass
+class Sizing:
+    """What automatic sizing chose, and why: printed in one line, kept in config.json."""
+
+    hidden: int
+    layers: int
+    streams: int
+    seq_len: int
+    lr: float
+    dropout: float
+    parameters: int
+    train_chars: int
+    budget: str
+    chars_seen: float            # expected over the budget
+    chars_per_s: float | None    # measured by the probe (None without a time budget)
+    epochs: float
+    chars_per_parameter: float   # effective characters per parameter
+    chosen: list[str]            # the settings sizing chose (the others were given)
+    probe_s: float
+
+    def line(self) -> str:
+        """The one line said at the start of training."""
+        speed = f", measured {self.chars_per_s:,.0f} characters/s at this size" if self.chars_per_s else ""
+        return (f"sizing: {self.layers}x{self.hidden} ({self.parameters / 1e6:.2f}M parameters), {self.streams} "
+                f"streams x {self.seq_len}, lr {self.lr:.2g}, dropout {self.dropout:g} for {self.train_chars:,} "
+                f"training characters and a budget of {self.budget}{speed}: ~{self.chars_seen / 1e6:.1f}M "
+                f"characters seen, {self.epochs:.1f} passes over the text "
+                f"(chosen: {', '.join('--' + name.replace('_', '-') for name in self.chosen)}; give one to fix it)")
+
+    def record(self) -> dict:
+        """The config.json entry."""
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def effective_chars(seen: float, unique: int) -> float:
+    """Characters seen, counting repeated passes over a text of `unique` characters at their worth."""
+    if seen <= unique:
+        return seen
+    repeats = seen / unique - 1
+    return unique * (1 + REPEAT_HALF_LIFE * (1 - math.exp(-repeats / REPEAT_HALF_LIFE)))
+
+
+def dropout_for(epochs: float) -> float:
+    """Dropout for a run that passes over its text `epochs` times."""
+    if epochs <= DROPOUT_FREE_EPOCHS:
+        return 0.0
+    return round(min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(epochs / DROPOUT_FREE_EPOCHS)), 2)
+
+
+def lr_for(hidden: int) -> float:
+    """Peak learning rate for a width: 1/sqrt(width) scaling around the measured best at 256."""
+    lr = REFERENCE_LR * math.sqrt(REFERENCE_WIDTH / hidden)
+    return float(f"{min(max(lr, LR_RANGE[0]), LR_RANGE[1]):.2g}")
+
+
+def default_streams(device: torch.device) -> int:
+    """Streams per step: 32 on a CPU (measured best there); an accelerator needs a wider batch to be busy."""
+    return 32 if device.type == "cpu" else 128
+
+
+def parameters_of(model: ModelConfig) -> int:
+    """Trainable parameters of a model, counted on the meta device (no memory, no time)."""
+    from chargen.model import build_model, count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(build_model(dataclasses.replace(model)))
+
+
+def measure_chars_per_s(model: ModelConfig, streams: int, seq_len: int, train: TrainConfig, device: torch.device,
+                        amp_dtype: torch.dtype | None) -> float:
+    """Training characters per second of this model on this device: a few real steps on random characters."""
+    from chargen.loop import make_optimizer
+    from chargen.model import build_model
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        net = build_model(dataclasses.replace(model)).to(device).train()
+        optimizer = make_optimizer(net, train, device)
+        ids = torch.randint(0, model.vocab_size, (streams, seq_len + 1), device=device)
+        times = []
+        for step in range(1 + PROBE_TIMED_STEPS):
+            _synchronize(device)
+            start = time.perf_counter()
+            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+                logits, _ = net(ids[:, :-1])
+                loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), train.clip)
+            optimizer.step()
+            _synchronize(device)
+            if step:
+                times.append(time.perf_counter() - start)
+    return streams * seq_len / min(times)
+
+
+def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: torch.device,
+           amp_dtype: torch.dtype | None, explicit: set[str], world: int = 1,
+           measure=measure_chars_per_s) -> Sizing | None:
+    """The sized settings of a new run, or None when every sized setting was given explicitly.
+
+    model: its vocab_size set, the given settings in place; explicit: the ModelConfig and TrainConfig
+    field names the user chose; world: processes training together (each probes its share of the
+    batch; the rates add up). measure(model, streams, seq_len, train, device, amp_dtype) -> characters/s
+    of one process (a parameter so that tests can give the machine's speed).
+    """
+    sized = [name for name in (*SIZED_MODEL, *SIZED_TRAIN) if name not in explicit]
+    if not sized:
+        return None
+    streams = train.batch_size if "batch_size" in explicit else default_streams(device)
+    seq_len = train.seq_len
+    widths = [model.hidden] if "hidden" in explicit else list(LADDER)
+    probe_allowance = PROBE_SHARE * train.max_time
+    probe_start = time.perf_counter()
+    best = None  # (distance from the target ratio in log space, Sizing)
+    for hidden in widths:
+        candidate = dataclasses.replace(model, hidden=hidden)
+        parameters = parameters_of(candidate)
+        rate = None
+        seen = []
+        if train.max_steps:
+            seen.append(train.max_steps * streams * seq_len)
+        if train.epochs:
+            seen.append(train.epochs * train_chars)
+        if train.max_time:
+            if best is not None and time.perf_counter() - probe_start > probe_allowance:
+                break  # the probe has had its share of the budget: keep the best width measured
+            try:
+                rate = world * measure(candidate, max(1, streams // world), seq_len, train, device, amp_dtype)
+            except torch.cuda.OutOfMemoryError:
+                if best is None:
+                    raise
+                break  # the accelerator cannot hold this width: the largest that fits is the limit
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            seen.append(rate * train.max_time * (1 - EVAL_SHARE))
+        chars_seen = min(seen)
+        ratio = effective_chars(chars_seen, train_chars) / parameters
+        epochs = chars_seen / train_chars
+        choice = Sizing(hidden=hidden, layers=model.layers, streams=streams, seq_len=seq_len,
+                        lr=train.lr if "lr" in explicit else lr_for(hidden),
+                        dropout=model.dropout if "dropout" in explicit else dropout_for(epochs),
+                        parameters=parameters, train_chars=train_chars, budget=train.describe_budget(),
+                        chars_seen=chars_seen, chars_per_s=rate, epochs=epochs, chars_per_parameter=ratio,
+                        chosen=sized, probe_s=0.0)
+        distance = abs(math.log(ratio / CHARS_PER_PARAMETER))
+        if best is None or distance < best[0]:
+            best = (distance, choice)
+        if ratio < CHARS_PER_PARAMETER:
+            break  # larger widths see fewer characters each: only farther from the target
+    choice = best[1]
+    choice.probe_s = round(time.perf_counter() - probe_start, 2)
+    return choice
+
+
+def apply(sizing: Sizing, model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
+    """The configs with the sized settings in place."""
+    model = dataclasses.replace(model, hidden=sizing.hidden, dropout=sizing.dropout)
+    train = dataclasses.replace(train, batch_size=sizing.streams, seq_len=sizing.seq_len, lr=sizing.lr)
+    return model, train
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def size_new_run(model: ModelConfig, train: TrainConfig, train_chars: int, device: torch.device,
+                 amp_dtype: torch.dtype | None, explicit: set[str], dist=None) -> tuple[ModelConfig, TrainConfig,
+                                                                                       Sizing | None]:
+    """Choose (see `choose`) and apply the sized settings of a new run; under torchrun, rank 0's choice.
+
+    Every rank probes at the same time (on a shared machine their speeds depend on each other), then
+    takes rank 0's choice, so that every process builds the same model.
+    """
+    world = dist.world if dist is not None and dist.enabled else 1
+    sizing = choose(model, train, train_chars, device, amp_dtype, explicit, world=world)
+    if world > 1:
+        import torch.distributed as tdist
+
+        box = [sizing]
+        tdist.broadcast_object_list(box, src=0)
+        sizing = box[0]
+    if sizing is None:
+        return model, train, None
+    model, train = apply(sizing, model, train)
+    return model, train, sizing
