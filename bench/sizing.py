@@ -3,6 +3,7 @@
     python bench/sizing.py run --corpora shakespeare --minutes 1,5 --arms "auto;defaults"
     python bench/sizing.py run --corpora small --minutes 1 --arms "defaults;--hidden 128 --lr 7e-3"
     python bench/sizing.py table bench/results/sizing.jsonl          # the Markdown table of every cell so far
+    python bench/sizing.py fit                  # chargen/sizing.py's loss model, fitted to the cells so far
 
 Corpora (nothing is committed; the fortune texts come from `apt-get install fortunes fortunes-ru`, built by
 bench/finetune.py's `prepare`):
@@ -31,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 from finetune import SHAKESPEARE, prepare, sample_copied_share, train_run  # noqa: E402
 
@@ -73,7 +75,8 @@ def run_cell(corpus: str, minutes: float, arm: str, results: Path) -> dict:
             "chars_seen": m["items_seen"], "elapsed_s": m["elapsed_s"], "wall_s": round(time.perf_counter() - t0, 1),
             "model": f"{model['layers']}x{model['hidden']} {model['cell']}", "dropout": model["dropout"],
             "batch": f"{train['batch_size']}x{train['seq_len']}", "lr": train["lr"],
-            "weight_decay": train["weight_decay"], "sizing": config.get("sizing"),
+            "weight_decay": train["weight_decay"], "optimizer": train.get("optimizer", "adamw"),
+            "parameters": parameters(config), "sizing": config.get("sizing"),
             "copied_share": sample_copied_share(run_dir, path.read_text(encoding="utf-8")),
             "load_average": os.getloadavg()[0], "threads": os.environ.get("OMP_NUM_THREADS", "all")}
     results.parent.mkdir(parents=True, exist_ok=True)
@@ -85,16 +88,61 @@ def run_cell(corpus: str, minutes: float, arm: str, results: Path) -> dict:
     return cell
 
 
+def parameters(config: dict) -> int:
+    """Trainable parameters of a run's model."""
+    sys.path.insert(0, str(REPO))
+    from chargen.config import ModelConfig
+    from chargen.sizing import parameters_of
+
+    return parameters_of(ModelConfig.from_dict(config["model"]))
+
+
+def read_cells(results: Path) -> list[dict]:
+    """The cells so far (a cell recorded before the parameter count was kept gets it from its run directory)."""
+    cells = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for c in cells:
+        if "parameters" not in c:
+            run = next(RUNS.glob(f"{c['date']}-{c['corpus']}-{c['minutes']:g}m"))
+            c["parameters"] = parameters(json.loads((run / "config.json").read_text(encoding="utf-8")))
+    return cells
+
+
+def fit(results: Path) -> None:
+    """Least-squares fit of chargen/sizing.py's loss model, L(N, D) = E + A / N**alpha + B / D**beta
+    (validation nats/char of N parameters after D effective characters seen), to the tinyshakespeare cells
+    trained without dropout with AdamW and a fixed width; prints LOSS_FIT and each cell's residual."""
+    import numpy as np
+    from scipy.optimize import least_squares
+
+    sys.path.insert(0, str(REPO))
+    from chargen.sizing import effective_chars
+
+    cells = [c for c in read_cells(results) if c["arm"] != "auto" and c["dropout"] == 0
+             and "muon" not in c["arm"] and c["corpus"] == "shakespeare"]
+    n = np.array([c["parameters"] for c in cells], dtype=float)
+    d = np.array([effective_chars(c["chars_seen"], int(c["corpus_chars"] * 0.9)) for c in cells])
+    loss = np.array([c["val_nats"] for c in cells])
+
+    def model(p):  # p: E, log A, alpha, log B, beta
+        return p[0] + np.exp(p[1]) * n ** -p[2] + np.exp(p[3]) * d ** -p[4]
+
+    p = least_squares(lambda p: model(p) - loss, np.array([1.0, 3.0, 0.3, 3.0, 0.3]),
+                      bounds=([0, -20, 0.05, -20, 0.05], [3, 40, 2, 40, 2])).x
+    print(f'LOSS_FIT = {{"E": {p[0]:.4g}, "A": {np.exp(p[1]):.4g}, "alpha": {p[2]:.3g}, "B": {np.exp(p[3]):.4g}, '
+          f'"beta": {p[4]:.3g}}}')
+    print(f"{len(cells)} cells, RMS residual {np.sqrt(np.mean((model(p) - loss) ** 2)):.4f} nats/char")
+    for c, predicted in sorted(zip(cells, model(p)), key=lambda t: (t[0]["minutes"], t[0]["parameters"])):
+        print(f"  {c['minutes']:g} min {c['model']}: measured {c['val_nats']:.4f}, fitted {predicted:.4f}")
+
+
 def table(results: Path) -> None:
     """Every cell so far as a Markdown table, grouped by corpus and budget, best first."""
-    cells = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
+    cells = read_cells(results)
     print("| corpus | budget | arm | model | streams x chunk | lr | dropout | val nats/char | steps (best at) | "
           "chars seen per parameter | copied |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for c in sorted(cells, key=lambda c: (c["corpus"], c["minutes"], c["val_nats"])):
-        per_param = ""
-        if c.get("sizing"):
-            per_param = f"{c['chars_seen'] / c['sizing']['parameters']:.1f}"
+        per_param = f"{c['chars_seen'] / c['parameters']:.1f}"
         print(f"| {c['corpus']} | {c['minutes']:g} min | {c['arm']} | {c['model']} | {c['batch']} | {c['lr']:g} | "
               f"{c['dropout']:g} | {c['val_nats']:.4f} | {c['steps']} ({c['best_step']}) | {per_param} | "
               f"{c['copied_share']:.1%} |")
@@ -102,7 +150,7 @@ def table(results: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("run", "table"))
+    parser.add_argument("step", choices=("run", "table", "fit"))
     parser.add_argument("results", nargs="?", type=Path, default=RESULTS,
                         help=f"the JSON-lines file of cells (default: {RESULTS.relative_to(BENCH.parent)})")
     parser.add_argument("--corpora", default="shakespeare", help="comma-separated corpora (default: shakespeare)")
@@ -110,8 +158,8 @@ def main() -> None:
     parser.add_argument("--arms", default="auto;defaults", help="';'-separated arms (default: 'auto;defaults')")
     parser.add_argument("--repeats", type=int, default=1, help="run every cell this many times (default: 1)")
     args = parser.parse_args()
-    if args.step == "table":
-        table(args.results)
+    if args.step in ("table", "fit"):
+        (table if args.step == "table" else fit)(args.results)
         return
     for _ in range(args.repeats):
         for minutes in (float(m) for m in args.minutes.split(",")):

@@ -4,15 +4,20 @@ A character model trained for a fixed time learns most when its size matches the
 see: too large and it makes too few updates, too small and it runs out of capacity (BENCHMARKS.md,
 "Sizing"). The rule, fitted there on a grid of runs:
 
-1. The budget becomes characters seen. A time budget needs the machine's speed at each size: a probe
-   times a few real training steps (random characters, the run's device, precision and batch) of each
-   width of the ladder, small to large, and stops once larger widths can only be farther from the target.
-2. Repeated characters are worth less than new ones (Muennighoff et al., 2023, "Scaling data-constrained
-   language models": after the first pass a repetition is worth exp(-repetitions / 15) of a new
-   character): the corpus size caps what the characters seen are worth.
-3. The width whose parameters are closest to (effective characters) / CHARS_PER_PARAMETER wins;
-   its learning rate scales as 1/sqrt(width) around the measured 5e-3 at 256; dropout grows with the
-   number of passes over the text.
+1. A loss model, L(N, D) = E + A / N**alpha + B / D**beta for N parameters after D characters seen,
+   fitted by least squares to the grid's runs (`python bench/sizing.py fit`).
+2. Text that a run sees again is worth less than new text, and parameters beyond what a text can use are
+   worth less than the first ones (Muennighoff et al., 2023, "Scaling data-constrained language models":
+   the k-th repetition is worth about exp(-k / 15) of a new character; parameters beyond one per
+   character of the text decay likewise, with 5.3): N and D are taken at their worth, which the corpus
+   size caps. A model may have at most four parameters per character of its text: more memorises it.
+3. A time budget: a probe times a few real training steps (random characters; the run's device,
+   precision and batch) of each width of the ladder, small to large, which gives the characters each
+   width would see; the width the model puts lowest wins, and the probe stops once the prediction rises.
+   A step or epoch budget fixes the characters seen instead: then the width that makes the most of
+   them per unit of compute (where the model's two terms fall equally fast) wins.
+4. The learning rate scales as 1/sqrt(width) around the measured 5e-3 at 256; dropout grows with the
+   passes over the text once they are many.
 
 Every setting the user gave explicitly is kept; only the others are chosen. Rank 0 decides under
 torchrun and every rank takes its choice.
@@ -32,10 +37,20 @@ from chargen.config import ModelConfig, TrainConfig
 
 # Widths tried, two layers each. Steps of ~1.25-1.5x: finer than the loss can tell apart in one run.
 LADDER = (64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048)
-CHARS_PER_PARAMETER = 7.0     # effective characters seen per parameter at the best width (fitted)
+# Validation nats/char of a two-layer GRU of N parameters after D effective characters seen, fitted to
+# tinyshakespeare's cells of the grid (BENCHMARKS.md, "Sizing"). Where its minimum over the widths lies is
+# what is used, not its level, which is that corpus's.
+LOSS_FIT = {"E": 1.201, "A": 11.41, "alpha": 0.311, "B": 3699.0, "beta": 0.707}
 REPEAT_HALF_LIFE = 15.0       # R*_D of the data-constrained scaling law: value of repeated passes
-DROPOUT_FREE_EPOCHS = 2.0     # below this many passes over the text, no dropout
-DROPOUT_PER_DOUBLING = 0.1    # dropout added per doubling of the passes beyond that
+EXCESS_HALF_LIFE = 5.3        # R*_N of the same law: value of parameters beyond what the text can use
+# At most this many parameters per training character (the smallest width is always allowed): the loss
+# model knows nothing of memorising, which a model much larger than its text does once the passes are
+# many. Between two observations: on an 86k-character text 0.66M parameters (7.7 a character) with dropout
+# 0.3 was the best of the grid's 1-minute cells; on a 31k-character text 0.66M parameters (21 a character)
+# without dropout memorised it within a minute.
+PARAMETERS_PER_CHAR = 8.0
+DROPOUT_FREE_EPOCHS = 8.0     # below this many passes over the text, no dropout (it cost 0.01-0.03 at 3-5)
+DROPOUT_PER_DOUBLING = 0.2    # per doubling of the passes beyond that (0.3 at 28 passes beat 0: 1.833 vs 1.900)
 MAX_DROPOUT = 0.3
 REFERENCE_LR, REFERENCE_WIDTH = 5e-3, 256   # measured best for 2x256 (BENCHMARKS.md, defaults)
 LR_RANGE = (1.5e-3, 1e-2)
@@ -86,6 +101,29 @@ def effective_chars(seen: float, unique: int) -> float:
         return seen
     repeats = seen / unique - 1
     return unique * (1 + REPEAT_HALF_LIFE * (1 - math.exp(-repeats / REPEAT_HALF_LIFE)))
+
+
+def effective_parameters(parameters: float, unique: int) -> float:
+    """Parameters beyond one per character of the text, at their worth: the same law's other half (excess
+    parameters decay with R*_N = 5.3, faster than repeated characters), so that a smaller text never asks
+    for a larger model."""
+    if parameters <= unique:
+        return parameters
+    return unique * (1 + EXCESS_HALF_LIFE * (1 - math.exp(-(parameters / unique - 1) / EXCESS_HALF_LIFE)))
+
+
+def predicted_loss(parameters: float, effective: float) -> float:
+    """The fitted loss model at N (effective) parameters and D effective characters seen."""
+    fit = LOSS_FIT
+    return fit["E"] + fit["A"] / parameters ** fit["alpha"] + fit["B"] / max(effective, 1.0) ** fit["beta"]
+
+
+def compute_optimal_parameters(effective: float) -> float:
+    """The N at which, for D effective characters, the loss model's two terms fall equally fast with
+    compute (N x D): alpha A / N**alpha = beta B / D**beta."""
+    fit = LOSS_FIT
+    capacity_term = fit["beta"] * fit["B"] / max(effective, 1.0) ** fit["beta"]
+    return (fit["alpha"] * fit["A"] / capacity_term) ** (1 / fit["alpha"])
 
 
 def dropout_for(epochs: float) -> float:
@@ -159,10 +197,12 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
     widths = [model.hidden] if "hidden" in explicit else list(LADDER)
     probe_allowance = PROBE_SHARE * train.max_time
     probe_start = time.perf_counter()
-    best = None  # (distance from the target ratio in log space, Sizing)
+    best = None  # (score: lower is better, Sizing)
     for hidden in widths:
         candidate = dataclasses.replace(model, hidden=hidden)
         parameters = parameters_of(candidate)
+        if best is not None and parameters > PARAMETERS_PER_CHAR * train_chars:
+            break  # a model this large for this text would memorise it
         rate = None
         seen = []
         if train.max_steps:
@@ -183,19 +223,21 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
                     torch.cuda.empty_cache()
             seen.append(rate * train.max_time * (1 - EVAL_SHARE))
         chars_seen = min(seen)
-        ratio = effective_chars(chars_seen, train_chars) / parameters
+        effective = effective_chars(chars_seen, train_chars)
         epochs = chars_seen / train_chars
         choice = Sizing(hidden=hidden, layers=model.layers, streams=streams, seq_len=seq_len,
                         lr=train.lr if "lr" in explicit else lr_for(hidden),
                         dropout=model.dropout if "dropout" in explicit else dropout_for(epochs),
                         parameters=parameters, train_chars=train_chars, budget=train.describe_budget(),
-                        chars_seen=chars_seen, chars_per_s=rate, epochs=epochs, chars_per_parameter=ratio,
+                        chars_seen=chars_seen, chars_per_s=rate, epochs=epochs, chars_per_parameter=effective / parameters,
                         chosen=sized, probe_s=0.0)
-        distance = abs(math.log(ratio / CHARS_PER_PARAMETER))
-        if best is None or distance < best[0]:
-            best = (distance, choice)
-        if ratio < CHARS_PER_PARAMETER:
-            break  # larger widths see fewer characters each: only farther from the target
+        if rate is not None:  # a time budget: the width the loss model puts lowest
+            score = predicted_loss(effective_parameters(parameters, train_chars), effective)
+        else:  # the characters are fixed: the width nearest the compute-optimal size for them
+            score = abs(math.log(parameters / compute_optimal_parameters(effective)))
+        if best is not None and score > best[0]:
+            break  # past the best width: the score only rises from here (fewer characters, or farther)
+        best = (score, choice)
     choice = best[1]
     choice.probe_s = round(time.perf_counter() - probe_start, 2)
     return choice

@@ -3,6 +3,7 @@ whose printed choice, config.json and resume agree."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -60,15 +61,23 @@ def test_a_faster_machine_picks_a_larger_model():
     assert gpu.chars_per_s > cpu.chars_per_s
 
 
-def test_the_choice_is_near_the_fitted_characters_per_parameter():
+def test_a_time_budget_takes_the_width_the_loss_model_puts_lowest():
     choice = choose(max_time=300)
-    assert choice.chars_per_parameter == pytest.approx(sizing.CHARS_PER_PARAMETER, rel=1.0)
-    # each neighbour on the ladder is at least as far from the target, in log space
-    index = sizing.LADDER.index(choice.hidden)
-    for neighbour in sizing.LADDER[max(0, index - 1):index + 2]:
-        other = choose(max_time=300, explicit=("hidden",), model=ModelConfig(vocab_size=65, hidden=neighbour))
-        assert abs(torch.tensor(other.chars_per_parameter / sizing.CHARS_PER_PARAMETER).log()) >= \
-            abs(torch.tensor(choice.chars_per_parameter / sizing.CHARS_PER_PARAMETER).log()) - 1e-9
+    predicted = {}
+    for width in sizing.LADDER:
+        other = choose(max_time=300, explicit=("hidden",), model=ModelConfig(vocab_size=65, hidden=width))
+        if other.parameters <= sizing.PARAMETERS_PER_CHAR * 1_000_000:
+            predicted[width] = sizing.predicted_loss(sizing.effective_parameters(other.parameters, 1_000_000),
+                                                     other.chars_per_parameter * other.parameters)
+    assert choice.hidden == min(predicted, key=predicted.get)
+    assert sizing.LADDER[0] < choice.hidden < max(predicted)  # an interior minimum: neither end of the ladder
+
+
+def test_a_step_budget_takes_the_compute_optimal_width_for_its_characters():
+    choice = choose(max_steps=2000, train_chars=10_000_000)
+    target = sizing.compute_optimal_parameters(2000 * 32 * 64)
+    others = [sizing.parameters_of(ModelConfig(vocab_size=65, hidden=width)) for width in sizing.LADDER]
+    assert choice.parameters == min(others, key=lambda n: abs(math.log(n / target)))
 
 
 def test_explicit_settings_are_kept_and_the_rest_chosen():
