@@ -54,7 +54,9 @@ DROPOUT_PER_DOUBLING = 0.2    # per doubling of the passes beyond that (0.3 at 2
 MAX_DROPOUT = 0.3
 REFERENCE_LR, REFERENCE_WIDTH = 5e-3, 256   # measured best for 2x256 (BENCHMARKS.md, defaults)
 LR_RANGE = (1.5e-3, 1e-2)
-PROBE_SHARE = 0.03            # at most this share of a time budget goes to the probe
+PROBE_SHARE = 0.03            # the probe's share of a time budget...
+PROBE_FLOOR = 3.0             # ...but at least this many seconds (at most a tenth of the budget): a 1-minute
+                              # budget needs the widths up to 256 measured, ~2 s here
 PROBE_TIMED_STEPS = 2         # timed steps per width, after one untimed (allocation, kernel choice)
 EVAL_SHARE = 0.08             # share of a time budget the five validations take (measured 4-20%)
 SIZED_MODEL = ("hidden", "dropout")
@@ -195,7 +197,8 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
     streams = train.batch_size if "batch_size" in explicit else default_streams(device)
     seq_len = train.seq_len
     widths = [model.hidden] if "hidden" in explicit else list(LADDER)
-    probe_allowance = PROBE_SHARE * train.max_time
+    probe_allowance = max(PROBE_SHARE * train.max_time, min(PROBE_FLOOR, 0.1 * train.max_time))
+    parameters_of(model)  # the first call imports the model code: not the probe's time
     probe_start = time.perf_counter()
     best = None  # (score: lower is better, Sizing)
     for hidden in widths:

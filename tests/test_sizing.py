@@ -168,3 +168,20 @@ def test_explicit_options_and_fixed_sizing_on_the_command_line(tmp_path, text_fi
     defaults = ModelConfig()
     assert (config["model"]["hidden"], config["model"]["dropout"]) == (defaults.hidden, defaults.dropout)
     assert config["train"]["lr"] == TrainConfig().lr and "sizing" not in config
+
+
+def test_a_one_minute_budget_probes_enough_widths_to_find_its_best():
+    """The probe's time limit must not stop it at the first width when each width takes a moment to time."""
+    import time
+
+    instant = choose(max_time=60)
+    slow_machine = machine(2e10)
+
+    def slow(*args):
+        time.sleep(0.7)  # timing one width of a 2-core CPU, its model and optimiser built, takes 0.2-1 s
+        return slow_machine(*args)
+
+    measured = sizing.choose(ModelConfig(vocab_size=65), TrainConfig(max_time=60), 1_000_000, CPU, None, set(),
+                             measure=slow)
+    assert instant.hidden > sizing.LADDER[0]
+    assert measured.hidden == instant.hidden
