@@ -110,15 +110,16 @@ def read_cells(results: Path) -> list[dict]:
 def fit(results: Path) -> None:
     """Least-squares fit of chargen/sizing.py's loss model, L(N, D) = E + A / N**alpha + B / D**beta
     (validation nats/char of N parameters after D effective characters seen), to the tinyshakespeare cells
-    trained without dropout with AdamW and a fixed width; prints LOSS_FIT and each cell's residual."""
+    trained without dropout with AdamW and a fixed width (a cell marked "overlapped", whose machine was
+    shared, left out); prints LOSS_FIT and each cell's residual."""
     import numpy as np
     from scipy.optimize import least_squares
 
     sys.path.insert(0, str(REPO))
     from chargen.sizing import effective_chars
 
-    cells = [c for c in read_cells(results) if c["arm"] != "auto" and c["dropout"] == 0
-             and "muon" not in c["arm"] and c["corpus"] == "shakespeare"]
+    cells = [c for c in read_cells(results) if not c["arm"].startswith("auto") and c["dropout"] == 0
+             and "muon" not in c["arm"] and "overlapped" not in c["arm"] and c["corpus"] == "shakespeare"]
     n = np.array([c["parameters"] for c in cells], dtype=float)
     d = np.array([effective_chars(c["chars_seen"], int(c["corpus_chars"] * 0.9)) for c in cells])
     loss = np.array([c["val_nats"] for c in cells])
