@@ -14,7 +14,8 @@ bench/finetune.py's `prepare`):
 
 An arm is `auto` (no sizing option: chargen chooses), `defaults` (the fixed defaults before automatic
 sizing, given explicitly: 2x256 GRU, 32 x 64, lr 5e-3, no dropout, weight decay 0.01), or `chargen train`
-options that change those defaults (e.g. "--hidden 128 --lr 7e-3": every other setting stays fixed). Each cell is one complete `cli.py train CORPUS --max-time Xm` run, the arms of a budget
+options that change those defaults (e.g. "--hidden 128 --lr 7e-3": every other setting stays fixed).
+Each cell is one complete `cli.py train CORPUS --max-time Xm` run, the arms of a budget
 alternating so that the machine's drift falls on all of them; its figures are the run's best validation
 loss (last 10%, scored in full) and the copied share of 2,000 characters it generates against the
 training text (chargen.copying). Every cell is appended to a JSON-lines file as soon as it ends, so a

@@ -232,8 +232,8 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
                         lr=train.lr if "lr" in explicit else lr_for(hidden),
                         dropout=model.dropout if "dropout" in explicit else dropout_for(epochs),
                         parameters=parameters, train_chars=train_chars, budget=train.describe_budget(),
-                        chars_seen=chars_seen, chars_per_s=rate, epochs=epochs, chars_per_parameter=effective / parameters,
-                        chosen=sized, probe_s=0.0)
+                        chars_seen=chars_seen, chars_per_s=rate, epochs=epochs,
+                        chars_per_parameter=effective / parameters, chosen=sized, probe_s=0.0)
         if rate is not None:  # a time budget: the width the loss model puts lowest
             score = predicted_loss(effective_parameters(parameters, train_chars), effective)
         else:  # the characters are fixed: the width nearest the compute-optimal size for them
