@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from chargen.config import ModelConfig, TrainConfig
+from chargen.runtime import Distributed
 
 # Widths tried, two layers each. Steps of ~1.25-1.5x: finer than the loss can tell apart in one run.
 LADDER = (64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048)
@@ -259,8 +260,8 @@ def _synchronize(device: torch.device) -> None:
 
 
 def size_new_run(model: ModelConfig, train: TrainConfig, train_chars: int, device: torch.device,
-                 amp_dtype: torch.dtype | None, explicit: set[str], dist=None) -> tuple[ModelConfig, TrainConfig,
-                                                                                       Sizing | None]:
+                 amp_dtype: torch.dtype | None, explicit: set[str],
+                 dist: Distributed | None = None) -> tuple[ModelConfig, TrainConfig, Sizing | None]:
     """Choose (see `choose`) and apply the sized settings of a new run; under torchrun, rank 0's choice.
 
     Every rank probes at the same time (on a shared machine their speeds depend on each other), then
