@@ -10,6 +10,11 @@ bench/finetune.py's `prepare`):
   shakespeare  ../shared/corpora/tinyshakespeare.txt (1.1M characters)
   small        English quotations, the fortune files `humorists` + `literature` (96k characters)
   ru           the Russian fortune files less `knowledge` (1.9M characters, Cyrillic)
+  man          the roff source of the English manual pages of sections 2 and 4-8 installed under /usr/share/man,
+               in path order (21.5M characters on Debian 12 with the build tools: system calls, file formats,
+               conventions, administration); written into bench/results/man.txt. Every arm validates on its
+               last 1% (--val-fraction 0.01, 215k characters: twice tinyshakespeare's 10%), else its five
+               full validations would take most of a short budget
   FILE         any other text file, named by its stem
 
 An arm is `auto` (no sizing option: chargen chooses), `defaults` (the fixed defaults before automatic
@@ -24,6 +29,7 @@ long grid can be stopped and continued, and spread over sessions.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shlex
@@ -38,21 +44,47 @@ sys.path.insert(0, str(BENCH))
 from finetune import SHAKESPEARE, prepare, sample_copied_share, train_run  # noqa: E402
 
 RESULTS = BENCH / "results" / "sizing.jsonl"
+MAN_PAGES = Path("/usr/share/man")
+MAN_SECTIONS = ("man2", "man4", "man5", "man6", "man7", "man8")
+CORPUS_OPTIONS = {"man": ["--val-fraction", "0.01"]}   # given to every arm of that corpus
 RUNS = BENCH / "results" / "sizing-runs"
 DEFAULTS = "--cell gru --hidden 256 --layers 2 --embedding 64 --batch-size 32 --seq-len 64 --lr 5e-3 " \
            "--dropout 0 --weight-decay 0.01"
+
+
+def man_corpus() -> Path:
+    """The large corpus: every English manual page of MAN_SECTIONS, its roff source, in path order (pages that
+    are not UTF-8 left out), written once into bench/results/man.txt."""
+    path = BENCH / "results" / "man.txt"
+    if path.is_file():
+        return path
+    pages = sorted(p for section in MAN_SECTIONS for p in (MAN_PAGES / section).glob("*.gz"))
+    if not pages:
+        raise SystemExit(f"no manual pages under {MAN_PAGES}: install some (apt-get install manpages manpages-dev)")
+    texts = []
+    for page in pages:
+        try:
+            texts.append(gzip.decompress(page.read_bytes()).decode("utf-8"))
+        except (UnicodeDecodeError, OSError, EOFError):
+            continue
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(texts), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def corpus_path(name: str) -> Path:
     """A corpus name of the grid (or a file path) -> the text file."""
     if name == "shakespeare":
         return SHAKESPEARE
+    if name == "man":
+        return man_corpus()
     if name in ("small", "ru"):
         texts = prepare()
         return texts["en"]["small"] if name == "small" else texts["ru"]["base"]
     path = Path(name)
     if not path.is_file():
-        raise SystemExit(f"{name}: not a corpus of the grid (shakespeare, small, ru) nor a file")
+        raise SystemExit(f"{name}: not a corpus of the grid (shakespeare, small, ru, man) nor a file")
     return path
 
 
@@ -69,7 +101,7 @@ def run_cell(corpus: str, minutes: float, arm: str, results: Path) -> dict:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = RUNS / f"{stamp}-{Path(corpus).stem}-{minutes:g}m"
     t0 = time.perf_counter()
-    config = train_run(path, run_dir, minutes * 60, arm_options(arm))
+    config = train_run(path, run_dir, minutes * 60, CORPUS_OPTIONS.get(corpus, []) + arm_options(arm))
     m, model, train = config["metrics"], config["model"], config["train"]
     cell = {"date": stamp, "corpus": Path(corpus).stem, "corpus_chars": config["corpus"]["chars"], "minutes": minutes,
             "arm": arm, "val_nats": m["val_loss"], "best_step": m["step"], "steps": m["steps"],

@@ -22,9 +22,11 @@ OPTIMIZERS = ("adamw", "muon")
 # says them; the values in the dataclasses below are the fixed defaults (--sizing fixed).
 SIZED_OPTION_DEFAULTS = {
     "hidden": "sized to the text, the budget and this machine's speed; 256 with --sizing fixed",
-    "dropout": "sized to the passes over the text; 0.0 with --sizing fixed",
+    "dropout": "sized to the passes over the text and the parameters per character of it; 0.0 with --sizing "
+               "fixed",
     "batch_size": "32 on a CPU, 128 on an accelerator; 32 with --sizing fixed",
     "lr": "sized to the width; 0.005 with --sizing fixed",
+    "epochs": "no limit; sizing sets 10 when a time budget would pass over the text more often",
 }
 
 

@@ -10,14 +10,17 @@ see: too large and it makes too few updates, too small and it runs out of capaci
    worth less than the first ones (Muennighoff et al., 2023, "Scaling data-constrained language models":
    the k-th repetition is worth about exp(-k / 15) of a new character; parameters beyond one per
    character of the text decay likewise, with 5.3): N and D are taken at their worth, which the corpus
-   size caps. A model may have at most four parameters per character of its text: more memorises it.
+   size caps.
 3. A time budget: a probe times a few real training steps (random characters; the run's device,
    precision and batch) of each width of the ladder, small to large, which gives the characters each
    width would see; the width the model puts lowest wins, and the probe stops once the prediction rises.
    A step or epoch budget fixes the characters seen instead: then the width that makes the most of
    them per unit of compute (where the model's two terms fall equally fast) wins.
-4. The learning rate scales as 1/sqrt(width) around the measured 5e-3 at 256; dropout grows with the
-   passes over the text once they are many.
+4. How long: a time budget that would pass over the text more than USEFUL_PASSES times ends after that
+   many (an epoch limit), its learning rate annealed by then: on a small text a larger model with dropout,
+   trained that long, beats any model trained for the whole budget, which memorises the text.
+5. The learning rate scales as 1/sqrt(width) around the measured 5e-3 at 256; dropout grows with the
+   passes over the text times the parameters per character of it (how far the model can memorise it).
 
 Every setting the user gave explicitly is kept; only the others are chosen. Rank 0 decides under
 torchrun and every rank takes its choice.
@@ -44,14 +47,20 @@ LADDER = (64, 96, 128, 192, 256, 320, 384, 512, 640, 768, 1024, 1536, 2048)
 LOSS_FIT = {"E": 1.201, "A": 11.41, "alpha": 0.311, "B": 3699.0, "beta": 0.707}
 REPEAT_HALF_LIFE = 15.0       # R*_D of the data-constrained scaling law: value of repeated passes
 EXCESS_HALF_LIFE = 5.3        # R*_N of the same law: value of parameters beyond what the text can use
-# At most this many parameters per training character (the smallest width is always allowed): the loss
-# model knows nothing of memorising, which a model much larger than its text does once the passes are
-# many. Measured on an 86k-character text with dropout 0.3: 2.2 a character was still improving after
-# 28 passes; 7.7 a character had its best validation at a fifth of 62 passes and was worse than 1 minute
-# of the smaller model. Without dropout, 0.66M parameters memorised a 31k-character text within a minute.
-PARAMETERS_PER_CHAR = 4.0
-DROPOUT_FREE_EPOCHS = 8.0     # below this many passes over the text, no dropout (it cost 0.01-0.03 at 3-5)
-DROPOUT_PER_DOUBLING = 0.2    # per doubling of the passes beyond that (0.3 at 28 passes beat 0: 1.833 vs 1.900)
+# At most this many parameters per training character (the smallest width is always allowed): the
+# largest measured to win. On an 86k-character text, 10 passes, dropout 0.3: 16.7 a character (2x384)
+# 1.784 nats/char, 7.7 (2x256) 1.807, 4.5 (2x192) 1.836 (BENCHMARKS.md, "Sizing").
+PARAMETERS_PER_CHAR = 20.0
+# A time budget that would pass over the text more often ends after this many passes. On the same text,
+# 2x256 with dropout 0.3 reached 1.890 after 6 passes, 1.807 after 10, 1.813 (best at 12.8) after 16;
+# trained for 5 minutes (62 passes) its best was 1.876, at a fifth of the run.
+USEFUL_PASSES = 10.0
+# Dropout grows with the memorising pressure: passes over the text x parameters per character of it.
+# None up to DROPOUT_FREE_PRESSURE (0.1 cost 0.01-0.03 at pressures of 3-5 on tinyshakespeare), then
+# DROPOUT_PER_DOUBLING per doubling: 0.3 beat 0 by 0.07 at 62 (2x128, 28 passes); at 77 (2x256, 10
+# passes) 0.2 reached 1.792, 0.3 1.807.
+DROPOUT_FREE_PRESSURE = 16.0
+DROPOUT_PER_DOUBLING = 0.1
 MAX_DROPOUT = 0.3
 REFERENCE_LR, REFERENCE_WIDTH = 5e-3, 256   # measured best for 2x256 (BENCHMARKS.md, defaults)
 LR_RANGE = (1.5e-3, 1e-2)
@@ -81,16 +90,18 @@ class Sizing:
     chars_per_s: float | None    # measured by the probe (None without a time budget)
     epochs: float
     chars_per_parameter: float   # effective characters per parameter
+    passes_limit: float          # the run stops after this many passes over the text (0: at its budget)
     chosen: list[str]            # the settings sizing chose (the others were given)
     probe_s: float
 
     def line(self) -> str:
         """The one line said at the start of training."""
         speed = f", measured {self.chars_per_s:,.0f} characters/s at this size" if self.chars_per_s else ""
+        stop = ", then it stops: more passes would memorise the text" if self.passes_limit else ""
         return (f"sizing: {self.layers}x{self.hidden} ({self.parameters / 1e6:.2f}M parameters), {self.streams} "
                 f"streams x {self.seq_len}, lr {self.lr:.2g}, dropout {self.dropout:g} for {self.train_chars:,} "
                 f"training characters and a budget of {self.budget}{speed}: ~{self.chars_seen / 1e6:.1f}M "
-                f"characters seen, {self.epochs:.1f} passes over the text "
+                f"characters seen, {self.epochs:.1f} passes over the text{stop} "
                 f"(chosen: {', '.join('--' + name.replace('_', '-') for name in self.chosen)}; give one to fix it)")
 
     def record(self) -> dict:
@@ -129,11 +140,12 @@ def compute_optimal_parameters(effective: float) -> float:
     return (fit["alpha"] * fit["A"] / capacity_term) ** (1 / fit["alpha"])
 
 
-def dropout_for(epochs: float) -> float:
-    """Dropout for a run that passes over its text `epochs` times."""
-    if epochs <= DROPOUT_FREE_EPOCHS:
+def dropout_for(epochs: float, parameters: int, train_chars: int) -> float:
+    """Dropout for a model of `parameters` that passes over its text of `train_chars` `epochs` times."""
+    pressure = epochs * parameters / train_chars
+    if pressure <= DROPOUT_FREE_PRESSURE:
         return 0.0
-    return round(min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(epochs / DROPOUT_FREE_EPOCHS)), 2)
+    return round(min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(pressure / DROPOUT_FREE_PRESSURE)), 2)
 
 
 def lr_for(hidden: int) -> float:
@@ -198,6 +210,8 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
     streams = train.batch_size if "batch_size" in explicit else default_streams(device)
     seq_len = train.seq_len
     widths = [model.hidden] if "hidden" in explicit else list(LADDER)
+    # Only a time budget is cut short: a step or epoch limit the user gave is what they asked for.
+    may_stop_early = bool(train.max_time) and not (train.max_steps or train.epochs or "epochs" in explicit)
     probe_allowance = max(PROBE_SHARE * train.max_time, min(PROBE_FLOOR, 0.1 * train.max_time))
     parameters_of(model)  # the first call imports the model code: not the probe's time
     probe_start = time.perf_counter()
@@ -227,14 +241,19 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
                     torch.cuda.empty_cache()
             seen.append(rate * train.max_time * (1 - EVAL_SHARE))
         chars_seen = min(seen)
+        passes_limit = USEFUL_PASSES if may_stop_early and chars_seen > USEFUL_PASSES * train_chars else 0.0
+        if passes_limit:
+            chars_seen = passes_limit * train_chars
         effective = effective_chars(chars_seen, train_chars)
         epochs = chars_seen / train_chars
         choice = Sizing(hidden=hidden, layers=model.layers, streams=streams, seq_len=seq_len,
                         lr=train.lr if "lr" in explicit else lr_for(hidden),
-                        dropout=model.dropout if "dropout" in explicit else dropout_for(epochs),
+                        dropout=model.dropout if "dropout" in explicit else dropout_for(epochs, parameters,
+                                                                                         train_chars),
                         parameters=parameters, train_chars=train_chars, budget=train.describe_budget(),
                         chars_seen=chars_seen, chars_per_s=rate, epochs=epochs,
-                        chars_per_parameter=effective / parameters, chosen=sized, probe_s=0.0)
+                        chars_per_parameter=effective / parameters, passes_limit=passes_limit,
+                        chosen=sized + (["epochs"] if passes_limit else []), probe_s=0.0)
         if rate is not None:  # a time budget: the width the loss model puts lowest
             score = predicted_loss(effective_parameters(parameters, train_chars), effective)
         else:  # the characters are fixed: the width nearest the compute-optimal size for them
@@ -250,7 +269,8 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
 def apply(sizing: Sizing, model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:
     """The configs with the sized settings in place."""
     model = dataclasses.replace(model, hidden=sizing.hidden, dropout=sizing.dropout)
-    train = dataclasses.replace(train, batch_size=sizing.streams, seq_len=sizing.seq_len, lr=sizing.lr)
+    train = dataclasses.replace(train, batch_size=sizing.streams, seq_len=sizing.seq_len, lr=sizing.lr,
+                                epochs=sizing.passes_limit or train.epochs)
     return model, train
 
 

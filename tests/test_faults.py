@@ -521,7 +521,8 @@ def test_a_second_training_into_a_run_being_trained_is_refused_and_readers_keep_
     run = tmp_path / "run"
     trainer = subprocess.Popen([sys.executable, str(REPO / "cli.py"), "train", str(shakespeare_slice),
                                 "--checkpoint", str(run), "--hidden", "16", "--layers", "1", "--embedding", "8",
-                                "--batch-size", "8", "--seq-len", "16", "--eval-every", "5", "--max-time", "300"],
+                                "--batch-size", "8", "--seq-len", "16", "--eval-every", "5", "--max-time", "300",
+                                "--sizing", "fixed"],  # the whole 300 s (sizing would stop it after 10 passes)
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

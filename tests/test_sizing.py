@@ -82,7 +82,7 @@ def test_a_step_budget_takes_the_compute_optimal_width_for_its_characters():
 
 def test_explicit_settings_are_kept_and_the_rest_chosen():
     model = ModelConfig(vocab_size=65, hidden=100, dropout=0.25)
-    choice = choose(model=model, explicit=("hidden", "dropout"), max_time=300)
+    choice = choose(model=model, explicit=("hidden", "dropout"), max_time=300, train_chars=20_000_000)
     assert (choice.hidden, choice.dropout) == (100, 0.25)
     assert choice.chosen == ["batch_size", "lr"]
     choice = choose(explicit=("lr", "batch_size"), max_time=300)
@@ -90,6 +90,31 @@ def test_explicit_settings_are_kept_and_the_rest_chosen():
     assert "lr" not in choice.chosen
     everything = ("hidden", "dropout", "batch_size", "lr")
     assert choose(explicit=everything, max_time=300) is None
+
+
+def test_a_long_budget_on_a_small_text_stops_after_the_useful_passes():
+    """A time budget longer than a small text can use ends after USEFUL_PASSES passes, annealed by then."""
+    long = choose(train_chars=86_000, max_time=1200)
+    assert long.passes_limit == sizing.USEFUL_PASSES == pytest.approx(long.epochs)
+    assert long.chars_seen == pytest.approx(sizing.USEFUL_PASSES * 86_000)
+    assert "epochs" in long.chosen and "--epochs" in long.line()
+    _, train = sizing.apply(long, ModelConfig(vocab_size=65), TrainConfig(max_time=1200))
+    assert (train.epochs, train.max_time) == (sizing.USEFUL_PASSES, 1200)
+    assert choose(train_chars=86_000, max_time=4 * 1200).hidden == long.hidden  # more time buys nothing more
+
+    given = sizing.choose(ModelConfig(vocab_size=65), TrainConfig(max_time=1200, epochs=30), 86_000, CPU, None,
+                          {"epochs"}, measure=machine(2e10))
+    assert given.passes_limit == 0 and given.epochs == 30 and "epochs" not in given.chosen
+    assert choose(train_chars=20_000_000, max_time=3600).passes_limit == 0  # a large text uses the whole budget
+    assert choose(train_chars=86_000, max_steps=100_000).passes_limit == 0  # a step budget is kept as given
+
+
+def test_dropout_grows_with_passes_and_with_parameters_per_character():
+    assert sizing.dropout_for(3, 1_000_000, 1_000_000) == 0.0  # a few passes of a large text: none
+    by_passes = [sizing.dropout_for(passes, 600_000, 100_000) for passes in (1, 2, 4, 8, 16, 64)]
+    by_size = [sizing.dropout_for(10, parameters, 100_000) for parameters in (50_000, 200_000, 800_000, 3_200_000)]
+    for values in (by_passes, by_size):
+        assert values == sorted(values) and values[0] < values[-1] == sizing.MAX_DROPOUT
 
 
 def test_repeated_passes_are_worth_less_than_new_text():
@@ -141,15 +166,17 @@ def test_a_time_budgeted_run_says_its_choice_records_it_and_resume_keeps_it(tmp_
     assert config["model"]["dropout"] == pytest.approx(float(dropout))
     record = config["sizing"]
     assert record["hidden"] == int(hidden) and record["chars_per_s"] > 0
-    assert set(record["chosen"]) == {"hidden", "dropout", "batch_size", "lr"}
+    # --epochs too when the 4 s would pass over the small text more than USEFUL_PASSES times
+    assert set(record["chosen"]) - {"epochs"} == {"hidden", "dropout", "batch_size", "lr"}
+    assert config["train"]["epochs"] == (record["passes_limit"] if "epochs" in record["chosen"] else 0)
 
     resumed = _train(tmp_path, "--resume", "--max-time", "6s")
     assert resumed.returncode == 0, resumed.stderr
     assert "sizing:" not in resumed.stderr  # nothing chosen again
     after = json.loads((tmp_path / "checkpoints" / "sized" / "config.json").read_text())
     assert after["model"] == config["model"] and after["sizing"] == record
-    assert {k: after["train"][k] for k in ("batch_size", "seq_len", "lr")} == \
-        {k: config["train"][k] for k in ("batch_size", "seq_len", "lr")}
+    assert {k: after["train"][k] for k in ("batch_size", "seq_len", "lr", "epochs")} == \
+        {k: config["train"][k] for k in ("batch_size", "seq_len", "lr", "epochs")}
 
 
 def test_explicit_options_and_fixed_sizing_on_the_command_line(tmp_path, text_file):
