@@ -34,6 +34,9 @@ from chargen.runtime import Distributed, cpu_has_native_bf16, cpu_runs_bf16_recu
 # Evaluations without a better validation loss, in a run with no --patience, before the log says the model
 # is overfitting (issue 15: runs whose validation rose in their last fifth gave no sign of it).
 RISING_EVALS = 4
+# Share of a time budget the validations before the final one may take (see next_eval_mark).
+MAX_EVAL_SHARE = 0.1
+
 
 class Task(Protocol):
     """What the loop needs from a head's data (see TextTask and SeriesTask)."""
@@ -332,7 +335,7 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
             info(line)
         return metrics
 
-    next_eval = _next_eval_mark(config, fraction_done(progress.elapsed, progress.step))
+    next_eval = next_eval_mark(config, fraction_done(progress.elapsed, progress.step))
     with _Signals() as signals:
         model.train()
         try:
@@ -354,7 +357,8 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
                     break
                 if eval_due:
                     metrics = evaluate_and_save(final=False)
-                    next_eval = _next_eval_mark(config, fraction_done(time.perf_counter() - started, step))
+                    next_eval = next_eval_mark(config, fraction_done(time.perf_counter() - started, step),
+                                                eval_cost)
                     if config.patience and progress.stale >= config.patience:
                         status = "early-stopped"
                         break
@@ -463,9 +467,15 @@ def _step_budget(config: TrainConfig, task: Task) -> int:
     return min(limits) if limits else 0
 
 
-def _next_eval_mark(config: TrainConfig, progress: float) -> float:
-    """With automatic evaluation, evaluate at each fifth of the budget."""
-    return (math.floor(progress * 5 + 1e-9) + 1) / 5
+def next_eval_mark(config: TrainConfig, progress: float, eval_cost: float | None = None) -> float:
+    """With automatic evaluation, evaluate at each fifth of the budget; less often when one validation is
+    slow for a time budget (a large validation text, a short budget: 215k characters of a 850-character
+    vocabulary took 9 s of a 1-minute run here), so that those in between take at most MAX_EVAL_SHARE of
+    it. The final one is always made."""
+    spacing = 1 / 5
+    if config.max_time and eval_cost:
+        spacing = max(spacing, eval_cost / (MAX_EVAL_SHARE * config.max_time))
+    return (math.floor(progress / spacing + 1e-9) + 1) * spacing
 
 
 def _progress_bar(config: TrainConfig, total_steps: int, progress: Progress):

@@ -68,7 +68,7 @@ PROBE_SHARE = 0.03            # the probe's share of a time budget...
 PROBE_FLOOR = 3.0             # ...but at least this many seconds (at most a tenth of the budget): a 1-minute
                               # budget needs the widths up to 256 measured, ~2 s here
 PROBE_TIMED_STEPS = 2         # timed steps per width, after one untimed (allocation, kernel choice)
-EVAL_SHARE = 0.08             # share of a time budget the five validations take (measured 4-20%)
+EVAL_SHARE = 0.08             # share of a time budget the validations take (measured 4-20%; loop.MAX_EVAL_SHARE)
 SIZED_MODEL = ("hidden", "dropout")
 SIZED_TRAIN = ("batch_size", "lr")
 

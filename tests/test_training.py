@@ -11,7 +11,7 @@ from safetensors.numpy import load_file
 
 from chargen import ModelConfig, TrainConfig, train
 from chargen.corpus import char_counts, read_text
-from chargen.loop import lr_factor
+from chargen.loop import MAX_EVAL_SHARE, lr_factor, next_eval_mark
 
 TINY_MODEL = dict(hidden=32, layers=1, embedding=16)
 
@@ -116,3 +116,21 @@ def test_muon_takes_the_recurrent_matrices_and_adamw_the_rest():
     assert under_adamw == set(names.values()) - under_muon
     assert muon.param_groups[0]["weight_decay"] == 0.02
     assert len(optimizer.param_groups) == 3  # the loop sets every group's learning rate
+
+
+def test_slow_validations_are_spaced_out_to_a_share_of_the_time_budget():
+    """Validations at each fifth of the budget, unless one takes long for a time budget: then fewer, so that
+    those before the final one take at most MAX_EVAL_SHARE of it (a large validation text in a short run)."""
+    def marks(config: TrainConfig, eval_cost: float | None) -> list[float]:
+        found, progress = [], 0.0
+        while (progress := next_eval_mark(config, progress, eval_cost)) < 1.0:
+            found.append(progress)
+        return found
+
+    assert marks(TrainConfig(max_time=300), None) == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert marks(TrainConfig(max_time=300), 1.0) == pytest.approx([0.2, 0.4, 0.6, 0.8])  # cheap: unchanged
+    assert marks(TrainConfig(max_steps=1000), 50.0) == pytest.approx([0.2, 0.4, 0.6, 0.8])  # no time budget
+    for budget, cost in ((300, 9.0), (60, 2.0), (60, 9.0), (3600, 90.0)):
+        spaced = marks(TrainConfig(max_time=budget), cost)
+        assert len(spaced) < 4 and len(spaced) * cost <= MAX_EVAL_SHARE * budget + 1e-9
+    assert marks(TrainConfig(max_time=60), 9.0) == []  # only the final validation is left
