@@ -63,14 +63,19 @@ def prepare() -> dict[str, dict[str, Path]]:
             "ru": {"base": WORK / "ru-base.txt", "small": WORK / "ru-small.txt"}}
 
 
+def training_threads() -> str:
+    """Intra-op threads of every benchmark run: OMP_NUM_THREADS if set, else one. On a loaded machine
+    (others' jobs on the same 2 cores) torch's two OpenMP threads wait for each other at every parallel
+    region, which made a step 11x slower here."""
+    return os.environ.get("OMP_NUM_THREADS", "1")
+
+
 def train_run(corpus: Path, run_dir: Path, seconds: float, extra: list[str]) -> dict:
     """One complete `cli.py train` run; its config.json (the figures are in "metrics")."""
     cmd = [sys.executable, "cli.py", "train", str(corpus), "--checkpoint", str(run_dir), "--max-time", f"{seconds:g}s",
            *extra]
     print(f"$ {' '.join(cmd)}", file=sys.stderr, flush=True)
-    # One intra-op thread: on a loaded machine (others' jobs on the same 2 cores) torch's two OpenMP
-    # threads wait for each other at every parallel region, which made a step 11x slower here.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "OMP_NUM_THREADS": training_threads()}
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"training failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -41,7 +41,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from finetune import SHAKESPEARE, prepare, sample_copied_share, train_run  # noqa: E402
+from finetune import SHAKESPEARE, prepare, sample_copied_share, train_run, training_threads  # noqa: E402
 
 RESULTS = BENCH / "results" / "sizing.jsonl"
 MAN_PAGES = Path("/usr/share/man")
@@ -111,7 +111,7 @@ def run_cell(corpus: str, minutes: float, arm: str, results: Path) -> dict:
             "weight_decay": train["weight_decay"], "optimizer": train.get("optimizer", "adamw"),
             "parameters": parameters(config), "sizing": config.get("sizing"),
             "copied_share": sample_copied_share(run_dir, path.read_text(encoding="utf-8")),
-            "load_average": os.getloadavg()[0], "threads": os.environ.get("OMP_NUM_THREADS", "all")}
+            "load_average": os.getloadavg()[0], "threads": training_threads()}
     results.parent.mkdir(parents=True, exist_ok=True)
     with results.open("a", encoding="utf-8") as f:
         f.write(json.dumps(cell) + "\n")

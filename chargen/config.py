@@ -126,7 +126,7 @@ class TrainConfig:
     max_time: float = option(0.0, "stop after this long, e.g. 90, 90s, 5m, 1h", metavar="DURATION",
                              parse=parse_duration, shown="5m when no other limit is given")
     eval_every: int = option(0, "evaluate every N steps (0 = at each fifth of the budget, less often when a "
-                                          "validation would take over a tenth of a time budget)")
+                                "validation would take over a tenth of a time budget)")
     save_every: float = option(600.0, "also save the trainer state every this many seconds")
     patience: int = option(0, "stop after this many evaluations without improvement (0 = never)")
     device: str = option("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
