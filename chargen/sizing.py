@@ -28,6 +28,7 @@ torchrun and every rank takes its choice.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from contextlib import nullcontext
@@ -212,33 +213,15 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
     widths = [model.hidden] if "hidden" in explicit else list(LADDER)
     # Only a time budget is cut short: a step or epoch limit the user gave is what they asked for.
     may_stop_early = bool(train.max_time) and not (train.max_steps or train.epochs or "epochs" in explicit)
-    probe_allowance = max(PROBE_SHARE * train.max_time, min(PROBE_FLOOR, 0.1 * train.max_time))
-    parameters_of(model)  # the first call imports the model code: not the probe's time
-    probe_start = time.perf_counter()
-    best = None  # (score: lower is better, Sizing)
-    for hidden in widths:
-        candidate = dataclasses.replace(model, hidden=hidden)
-        parameters = parameters_of(candidate)
-        if best is not None and parameters > PARAMETERS_PER_CHAR * train_chars:
-            break  # a model this large for this text would memorise it
-        rate = None
+
+    def candidate(hidden: int, parameters: int, rate: float | None) -> tuple[float, Sizing]:
+        """(score: lower is better, the settings) of one width at `rate` characters/s (None: no time budget)."""
         seen = []
         if train.max_steps:
             seen.append(train.max_steps * streams * seq_len)
         if train.epochs:
             seen.append(train.epochs * train_chars)
-        if train.max_time:
-            if best is not None and time.perf_counter() - probe_start > probe_allowance:
-                break  # the probe has had its share of the budget: keep the best width measured
-            try:
-                rate = world * measure(candidate, max(1, streams // world), seq_len, train, device, amp_dtype)
-            except torch.cuda.OutOfMemoryError:
-                if best is None:
-                    raise
-                break  # the accelerator cannot hold this width: the largest that fits is the limit
-            finally:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+        if rate is not None:
             seen.append(rate * train.max_time * (1 - EVAL_SHARE))
         chars_seen = min(seen)
         passes_limit = USEFUL_PASSES if may_stop_early and chars_seen > USEFUL_PASSES * train_chars else 0.0
@@ -255,15 +238,66 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
                         chars_per_parameter=effective / parameters, passes_limit=passes_limit,
                         chosen=sized + (["epochs"] if passes_limit else []), probe_s=0.0)
         if rate is not None:  # a time budget: the width the loss model puts lowest
-            score = predicted_loss(effective_parameters(parameters, train_chars), effective)
-        else:  # the characters are fixed: the width nearest the compute-optimal size for them
-            score = abs(math.log(parameters / compute_optimal_parameters(effective)))
-        if best is not None and score > best[0]:
+            return predicted_loss(effective_parameters(parameters, train_chars), effective), choice
+        # the characters are fixed: the width nearest the compute-optimal size for them
+        return abs(math.log(parameters / compute_optimal_parameters(effective))), choice
+
+    probe_allowance = max(PROBE_SHARE * train.max_time, min(PROBE_FLOOR, 0.1 * train.max_time))
+    parameters_of(model)  # the first call imports the model code: not the probe's time
+    probe_start = time.perf_counter()
+    probed: list[tuple[int, int, float | None]] = []  # (hidden, parameters, measured characters/s)
+    scored: list[tuple[float, Sizing]] = []
+    for hidden in widths:
+        parameters = parameters_of(dataclasses.replace(model, hidden=hidden))
+        if probed and parameters > PARAMETERS_PER_CHAR * train_chars:
+            break  # a model this large for this text would memorise it
+        rate = None
+        if train.max_time:
+            if probed and time.perf_counter() - probe_start > probe_allowance:
+                break  # the probe has had its share of the budget: keep the best width measured
+            try:
+                rate = world * measure(dataclasses.replace(model, hidden=hidden), max(1, streams // world), seq_len,
+                                       train, device, amp_dtype)
+            except torch.cuda.OutOfMemoryError:
+                if not probed:
+                    raise
+                break  # the accelerator cannot hold this width: the largest that fits is the limit
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+        probed.append((hidden, parameters, rate))
+        rates = smoothed_rates([(n, r) for _, n, r in probed]) if train.max_time else [None] * len(probed)
+        scored = [candidate(h, n, r) for (h, n, _), r in zip(probed, rates)]
+        if len(scored) > 1 and scored[-1][0] > min(score for score, _ in scored[:-1]):
             break  # past the best width: the score only rises from here (fewer characters, or farther)
-        best = (score, choice)
-    choice = best[1]
+    choice = min(scored, key=lambda pair: pair[0])[1]
     choice.probe_s = round(time.perf_counter() - probe_start, 2)
     return choice
+
+
+def smoothed_rates(timings: list[tuple[int, float]]) -> list[float]:
+    """Characters/s of each probed width from a line of time per character against parameters, fitted to
+    all of them: two timed steps of one width vary by up to 40% on a busy 2-core machine, and a choice
+    between widths that the loss model puts within 0.01 of each other must not follow that noise. The
+    line is the least-absolute-relative-error one (it passes through two of the points), so that one
+    width timed far off does not pull it. timings: (parameters, measured characters/s); fewer than three,
+    or no rising line through two of them, are taken as measured."""
+    measured = [rate for _, rate in timings]
+    if len(timings) < 3:
+        return measured
+    points = [(parameters, 1.0 / rate) for parameters, rate in timings]  # (N, seconds per character)
+    best = None  # (summed relative error, seconds per character at N = 0, seconds per character per parameter)
+    for (n1, t1), (n2, t2) in itertools.combinations(points, 2):
+        slope = (t2 - t1) / (n2 - n1) if n2 != n1 else 0.0
+        overhead = t1 - slope * n1
+        if slope <= 0 or overhead < 0:
+            continue  # time must rise with the parameters, from a fixed cost that is not negative
+        error = sum(abs(overhead + slope * n - t) / t for n, t in points)
+        if best is None or error < best[0]:
+            best = (error, overhead, slope)
+    if best is None:
+        return measured
+    return [1.0 / (best[1] + best[2] * parameters) for parameters, _ in timings]
 
 
 def apply(sizing: Sizing, model: ModelConfig, train: TrainConfig) -> tuple[ModelConfig, TrainConfig]:

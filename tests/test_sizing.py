@@ -61,6 +61,22 @@ def test_a_faster_machine_picks_a_larger_model():
     assert gpu.chars_per_s > cpu.chars_per_s
 
 
+@pytest.mark.parametrize("budget", [60, 300, 1200])
+def test_one_width_timed_too_fast_does_not_move_the_choice(budget):
+    """The probe's speeds are smoothed across widths: a width whose two timed steps happened to run 40% fast
+    (as on a busy machine) is not chosen for it."""
+    exact = choose(max_time=budget)
+    wider = sizing.LADDER[sizing.LADDER.index(exact.hidden) + 1]
+
+    def lucky(model, *args):
+        rate = machine(2e10)(model, *args)
+        return rate * 1.4 if model.hidden == wider else rate
+
+    noisy = sizing.choose(ModelConfig(vocab_size=65), TrainConfig(max_time=budget), 1_000_000, CPU, None, set(),
+                          measure=lucky)
+    assert noisy.hidden == exact.hidden
+
+
 def test_a_time_budget_takes_the_width_the_loss_model_puts_lowest():
     choice = choose(max_time=300)
     predicted = {}
