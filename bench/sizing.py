@@ -11,7 +11,7 @@ bench/finetune.py's `prepare`):
   small        English quotations, the fortune files `humorists` + `literature` (96k characters)
   ru           the Russian fortune files less `knowledge` (1.9M characters, Cyrillic)
   man          the roff source of the English manual pages of sections 2 and 4-8 installed under /usr/share/man,
-               in path order (21.5M characters on Debian 12 with the build tools: system calls, file formats,
+               in path order (21.5M characters on the Debian 12 machine of BENCHMARKS.md: system calls, file formats,
                conventions, administration); written into bench/results/man.txt. Every arm validates on its
                last 1% (--val-fraction 0.01, 215k characters: twice tinyshakespeare's 10%), else its five
                full validations would take most of a short budget
