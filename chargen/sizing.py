@@ -13,7 +13,8 @@ see: too large and it makes too few updates, too small and it runs out of capaci
    size caps.
 3. A time budget: a probe times a few real training steps (random characters; the run's device,
    precision and batch) of each width of the ladder, small to large, which gives the characters each
-   width would see; the width the model puts lowest wins, and the probe stops once the prediction rises.
+   width would see (the timings smoothed across widths: `smoothed_rates`); the width the model puts
+   lowest wins, and the probe stops once the prediction rises.
    A step or epoch budget fixes the characters seen instead: then the width that makes the most of
    them per unit of compute (where the model's two terms fall equally fast) wins.
 4. How long: a time budget that would pass over the text more than USEFUL_PASSES times ends after that
