@@ -6,10 +6,12 @@
     python bench/finetune.py compare --arms "finetune --lr 5e-3;finetune --lr 1e-3" --budgets 1   # a sweep
 
 Texts (apt-get install fortunes fortunes-ru; written into bench/results/finetune/, never committed):
-  en: base = tinyshakespeare (../shared/corpora); small = the fortune files `humorists` + `literature`
-      (English quotations, 96k characters: another kind of English than the base).
+  en: small = the fortune files `humorists` + `literature` (English quotations, 96k characters); base =
+      every other English fortune file (2.4M characters), less any fortune that also appears in the small text.
   ru: small = the Russian fortune file `knowledge` (87k characters, Cyrillic); base = every other Russian
       fortune file (1.9M characters), less any fortune that also appears in the small text.
+  A base is a larger text of the same language and kind as its small text, as the issue asks; each is
+  trained with chargen's defaults (automatic sizing) for --minutes.
 The bases are cached in bench/results/finetune/base-<lang>; delete one to train it again.
 
 Each cell of `compare` is one complete `cli.py train` run of the small text with a `--max-time` budget,
@@ -31,7 +33,6 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-SHAKESPEARE = REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 FORTUNES = Path("/usr/share/games/fortunes")
 WORK = BENCH / "results" / "finetune"
 
@@ -47,20 +48,22 @@ def prepare() -> dict[str, dict[str, Path]]:
     if not (FORTUNES / "humorists").is_file() or not (FORTUNES / "ru" / "knowledge").is_file():
         raise SystemExit("the fortune texts are missing: apt-get install fortunes fortunes-ru")
     WORK.mkdir(parents=True, exist_ok=True)
-    en_small = [f for name in ("humorists", "literature") for f in fortunes_of(FORTUNES / name)]
-    ru_small = fortunes_of(FORTUNES / "ru" / "knowledge")
-    held_out = set(ru_small)
-    ru_base = [f for path in sorted((FORTUNES / "ru").iterdir())
-               if path.is_file() and path.suffix not in (".dat", ".u8") and path.name != "knowledge"
-               for f in fortunes_of(path) if f not in held_out]
-    texts = {"en-small.txt": en_small, "ru-small.txt": ru_small, "ru-base.txt": ru_base}
+    small_files = {"en": (FORTUNES, ("humorists", "literature")), "ru": (FORTUNES / "ru", ("knowledge",))}
+    texts = {}
+    for lang, (folder, names) in small_files.items():
+        small = [f for name in names for f in fortunes_of(folder / name)]
+        held_out = set(small)
+        texts[f"{lang}-small.txt"] = small
+        texts[f"{lang}-base.txt"] = [f for path in sorted(folder.iterdir())
+                                     if path.is_file() and not path.is_symlink() and path.suffix != ".dat"
+                                     and path.name not in names
+                                     for f in fortunes_of(path) if f not in held_out]
     for name, entries in texts.items():
         text = "\n%\n".join(entries) + "\n"
         path = WORK / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:  # a base may be reading it
             path.write_text(text, encoding="utf-8")
-    return {"en": {"base": SHAKESPEARE, "small": WORK / "en-small.txt"},
-            "ru": {"base": WORK / "ru-base.txt", "small": WORK / "ru-small.txt"}}
+    return {lang: {"base": WORK / f"{lang}-base.txt", "small": WORK / f"{lang}-small.txt"} for lang in small_files}
 
 
 def training_threads() -> str:

@@ -41,9 +41,10 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from finetune import SHAKESPEARE, prepare, sample_copied_share, train_run, training_threads  # noqa: E402
+from finetune import prepare, sample_copied_share, train_run, training_threads  # noqa: E402
 
 RESULTS = BENCH / "results" / "sizing.jsonl"
+SHAKESPEARE = REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 MAN_PAGES = Path("/usr/share/man")
 MAN_SECTIONS = ("man2", "man4", "man5", "man6", "man7", "man8")
 CORPUS_OPTIONS = {"man": ["--val-fraction", "0.01"]}   # given to every arm of that corpus
