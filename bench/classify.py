@@ -6,11 +6,11 @@ logistic regression, on the sets bench/classify_sets.py builds from the installe
     python bench/classify.py --data /tmp/classify-bench
 
 For each task (langid, section), in one run:
-  1. all training texts: the two baselines, then `chargen classify train` with each pooling (last,
-     mean, max) at the default budget, each scored by `chargen classify eval` on the held-out pages;
+  1. all training texts: the two baselines, then `chargen classify train` with each --poolings (default:
+     mean, chargen's own) at --budget, each scored by `chargen classify eval` on the held-out pages;
   2. few labels (--few per class, drawn with a fixed seed): the baselines, a classifier from scratch,
-     and one `--from-run` a character model trained (same budget) on the unlabelled text of the
-     training pages.
+     and one `--from-run` a character model (the classifier's size) trained for --text-minutes on the
+     unlabelled text of the training pages, fine-tuned and with its core frozen, each at --few-budget.
 Every chargen step runs the real command line; figures are test-set accuracy and macro-F1.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-TEXT_MODEL = ["--hidden", "128", "--layers", "1", "--embedding", "32"]  # chargen.classify_data.CLASSIFY_MODEL_DEFAULTS
+TEXT_MODEL = ["--hidden", "256", "--layers", "1", "--embedding", "32"]  # chargen.classify_data.CLASSIFY_MODEL_DEFAULTS
 
 
 def chargen(*args: str, env: dict) -> str:
@@ -105,15 +105,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the folder classify_sets.py wrote")
     parser.add_argument("--tasks", nargs="+", default=["langid", "section"])
-    parser.add_argument("--poolings", nargs="+", default=["last", "mean", "max"])
+    parser.add_argument("--poolings", nargs="+", default=["mean"], help="poolings of the full part (default: mean)")
     parser.add_argument("--few", type=int, default=100, help="labelled texts per class in the few-label part")
     parser.add_argument("--budget", default="", help="budget options of each classifier training, e.g. "
-                        "'--max-steps 150' (default: chargen's own, a 2-minute limit)")
+                        "'--max-steps 150' (default: chargen's own time limit)")
+    parser.add_argument("--few-budget", help="budget options of the few-label classifiers (default: --budget)")
+    parser.add_argument("--text-minutes", type=float, default=5.0,
+                        help="training time of the character model --from-run starts from (default: 5)")
     parser.add_argument("--skip-full", action="store_true", help="only the few-label part")
     parser.add_argument("--threads", default="1", help="torch threads of each chargen process (OMP_NUM_THREADS); "
                         "1 on a shared machine, where two threads waiting on each other ran 10x slower")
     args = parser.parse_args()
     budget = args.budget.split()
+    few_budget = budget if args.few_budget is None else args.few_budget.split()
     work = Path(tempfile.mkdtemp(prefix="classify-bench-"))
     env = {**os.environ, "CHARGEN_CHECKPOINTS": str(work / "runs"), "OMP_NUM_THREADS": args.threads}
     print(f"runs in {work}; budget per training: {args.budget or 'the default'}; {args.threads} torch thread(s)",
@@ -131,16 +135,17 @@ def main() -> None:
         small_csv = work / f"{task}_few.csv"
         write(small_csv, *small)
         rows = baselines(small, test)
-        rows.append(classifier(f"{task}-few-scratch", small_csv, test_csv, env, budget))
+        rows.append(classifier(f"{task}-few-scratch", small_csv, test_csv, env, few_budget))
         t0 = time.perf_counter()
         # The text model has the classifier's default size, so both arms differ only in their start.
-        chargen("train", str(args.data / f"{task}_unlabelled.txt"), "--run", f"{task}-text", "--max-time", "2m",
+        chargen("train", str(args.data / f"{task}_unlabelled.txt"), "--run", f"{task}-text", "--max-time",
+                f"{args.text_minutes:g}m",
                 *TEXT_MODEL, env=env)
         text_seconds = time.perf_counter() - t0
         rows.append(classifier(f"{task}-few-transfer", small_csv, test_csv, env, ["--from-run", f"{task}-text",
-                                                                                  *budget]))
+                                                                                  *few_budget]))
         rows.append(classifier(f"{task}-few-frozen", small_csv, test_csv, env,
-                               ["--from-run", f"{task}-text", "--freeze-core", *budget]))
+                               ["--from-run", f"{task}-text", "--freeze-core", *few_budget]))
         table(f"{task}, {args.few} labelled texts per class ({len(small[0])} in all; the text model took "
               f"{text_seconds:.0f} s more on {os.path.getsize(args.data / f'{task}_unlabelled.txt'):,} bytes "
               "of unlabelled training-page text)", rows)

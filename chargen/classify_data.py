@@ -28,11 +28,12 @@ from chargen.errors import UserError
 from chargen.log import info
 
 JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
-# A classifier reads every character of every text each epoch, through a Python step per character on a
-# CPU: a 1x128 GRU reads ~3x the characters per second of the text model's 2x256 (measured on a shared
-# 2-core machine), so it sees more texts in the default budget. These replace ModelConfig's defaults
-# for a classifier trained from scratch (options still override; --from-run takes the text run's).
-CLASSIFY_MODEL_DEFAULTS = {"hidden": 128, "layers": 1, "embedding": 32}
+# A classifier reads every character of every text each epoch: one layer reads them faster than the text
+# model's two, so it sees more texts in the budget. A 1x256 GRU with dropout 0.3 was at least level with
+# 1x128, with or without dropout, and with a wider embedding on both benchmark tasks in 2 minutes, and still
+# improving at the end (BENCHMARKS.md, "Text classification"). These replace ModelConfig's defaults for a
+# classifier trained from scratch (options still override; --from-run takes the text run's model).
+CLASSIFY_MODEL_DEFAULTS = {"hidden": 256, "layers": 1, "embedding": 32, "dropout": 0.3}
 IMBALANCE_RATIO = 3.0   # largest / smallest class above which the imbalance is pointed out
 
 

@@ -561,8 +561,7 @@ def add_classify_parser(commands) -> None:
                    "embedding and core (its architecture replaces the model options)")
     p.add_argument("--freeze-core", action="store_true", help="with --from-run: train only the head")
     add_config_options(p, ModelConfig, "model", defaults=CLASSIFY_MODEL_DEFAULTS, skip=("tie_weights", "ensemble"))
-    add_config_options(p, TrainConfig, "training", defaults={"max_time": "2m when no other limit is given"},
-                       helps=CLASSIFY_OPTION_HELP, skip=("seq_len", "sizing"))
+    add_config_options(p, TrainConfig, "training", helps=CLASSIFY_OPTION_HELP, skip=("seq_len", "sizing"))
     p.set_defaults(func=cmd_classify_train)
 
     p = sub.add_parser("eval", help="accuracy, macro-F1 and the confusion matrix on a labelled file")

@@ -46,6 +46,7 @@ class Task(Protocol):
     steps_per_epoch: int
     items_per_step: int
     unit: str
+    selects_on: tuple[str, ...]  # validation figures (lower is better, in order) that pick the best weights
 
     def starts_epoch(self, step: int) -> bool: ...
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -324,7 +325,7 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
         t0 = time.perf_counter()
         metrics = task.evaluate(model)
         eval_cost = time.perf_counter() - t0
-        improved = progress.record(metrics, time.perf_counter() - started)
+        improved = progress.record(metrics, time.perf_counter() - started, task.selects_on)
         save(weights=improved)
         last_save = time.perf_counter()
         if dist.is_main:
@@ -364,11 +365,12 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
                         break
                     # (best_metrics is empty while every validation has been non-finite: nothing to name)
                     if not config.patience and progress.stale == RISING_EVALS and progress.best_metrics:
+                        now = metrics[task.selects_on[0]]
                         info(f"validation has not improved for {RISING_EVALS} evaluations (best "
-                             f"{progress.best:.4g} at step {progress.best_metrics['step']:,}, now "
-                             f"{metrics['val_loss']:.4g}): the model is overfitting its training data. The best "
-                             f"weights are kept; --patience {RISING_EVALS} would stop at such a point, and --dropout "
-                             "0.2 or a smaller model learns more from the same data")
+                             f"{progress.best:.4g} at step {progress.best_metrics['step']:,}, now {now:.4g}): the "
+                             "model is overfitting its training data. The best weights are kept; --patience "
+                             f"{RISING_EVALS} would stop at such a point, and --dropout 0.2 or a smaller model learns "
+                             "more from the same data")
                 elif save_due:
                     save(weights=False)
                     last_save = time.perf_counter()

@@ -11,19 +11,22 @@ class Progress:
 
     step: int = 0
     elapsed: float = 0.0                # seconds of training so far, over every resumed part
-    best: float = math.inf              # the lowest validation loss so far
+    best: float = math.inf              # the best evaluation's first selection figure (Task.selects_on)
     best_metrics: dict = field(default_factory=dict)    # that evaluation's figures, with its step
     evals: list = field(default_factory=list)           # every evaluation: step, elapsed and figures
     lr_scale: float = 1.0               # halved at each non-finite step
     bad_total: int = 0                  # non-finite steps skipped so far
     stale: int = 0                      # evaluations since the last improvement (for --patience)
 
-    def record(self, metrics: dict, elapsed: float) -> bool:
-        """Add an evaluation; returns whether it is the best so far."""
+    def record(self, metrics: dict, elapsed: float, selects_on: tuple[str, ...]) -> bool:
+        """Add an evaluation; returns whether it is the best so far: the lowest figures named by
+        `selects_on`, compared in order (the first decides; on a tie, the next; a non-finite one never wins)."""
         self.evals.append({"step": self.step, "elapsed": round(elapsed, 2), **metrics})
-        improved = metrics["val_loss"] < self.best
+        figures = tuple(metrics[name] for name in selects_on)
+        best = (self.best, *(self.best_metrics.get(name, math.inf) for name in selects_on[1:]))
+        improved = all(math.isfinite(f) for f in figures) and figures < best
         if improved:
-            self.best, self.best_metrics, self.stale = metrics["val_loss"], {**metrics, "step": self.step}, 0
+            self.best, self.best_metrics, self.stale = figures[0], {**metrics, "step": self.step}, 0
         else:
             self.stale += 1
         return improved

@@ -56,6 +56,7 @@ class SeriesTask:
     head = "series"
     carries_state = False
     unit = "windows"
+    selects_on = ("val_loss",)
 
     def __init__(self, parts: Sequence[tuple[np.ndarray, int]], settings: SeriesConfig, batch_size: int, seed: int,
                  device: torch.device, std: float = 1.0, dist: Distributed = Distributed()):

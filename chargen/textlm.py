@@ -72,6 +72,7 @@ class TextTask:
 
     head = "char"
     carries_state = True
+    selects_on = ("val_loss",)
 
     def __init__(self, train_ids: np.ndarray, val_ids: np.ndarray, vocab: Vocab, streams: int,
                  seq_len: int, seed: int, device: torch.device, dist: Distributed = Distributed()):

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from chargen import classifier
-from chargen.classifier import TextClassifier, load_classifier, pad_batch
+from chargen.classifier import ClassifyTask, TextClassifier, load_classifier, pad_batch
 from chargen.classify_data import read_examples, scores, stratified_split
 from chargen.config import ModelConfig
+from chargen.progress import Progress
 from test_errors import chargen, one_line_error
 
 TOY_MODEL = ["--hidden", "32", "--layers", "1", "--embedding", "16"]
@@ -149,6 +150,26 @@ def test_small_real_training_learns_a_separable_task(toy_run, tmp_path):
     assert config["model"]["head"] == "classify" and config["classify"]["labels"] == ["neg", "pos"]
     figures = classifier.evaluate_file(run, held_out)
     assert figures["accuracy"] >= 0.95, figures
+
+
+def test_the_kept_weights_have_the_fewest_validation_errors_then_the_lowest_loss(toy_run):
+    config = json.loads((toy_run / "config.json").read_text())
+    evals, best = config["evals"], config["metrics"]
+    fewest = min(e["val_error"] for e in evals)
+    assert sum(e["val_error"] == fewest for e in evals) > 1  # the toy task is easy: several reach it
+    lowest = min(e["val_loss"] for e in evals if e["val_error"] == fewest)
+    assert (best["val_error"], best["val_loss"]) == (fewest, lowest)
+    assert best["val_acc"] == pytest.approx(1 - fewest)
+
+
+def test_a_rising_loss_does_not_unseat_fewer_errors():
+    progress = Progress()
+    steps = [(100, 0.90, 0.35, True), (200, 1.10, 0.30, True), (300, 0.80, 0.31, False), (400, 1.00, 0.30, True),
+             (500, 1.05, 0.30, False), (600, float("nan"), 0.10, False)]
+    for step, loss, error, improves in steps:
+        progress.step = step
+        assert progress.record({"val_loss": loss, "val_error": error}, 1.0, ClassifyTask.selects_on) is improves, step
+    assert progress.best_metrics["step"] == 400 and progress.best == 0.30 and progress.stale == 2
 
 
 # -- predict and eval on the command line ----------------------------------------------------------------
