@@ -87,7 +87,8 @@ def train(corpus: str | Path | None = None, run: str | None = None, *, checkpoin
         from chargen.finetune import start_from
 
         base, config = start_from(from_run, source, encoding=encoding, allow_binary=allow_binary,
-                                  given_model=model_given or {}, config=config, explicit_train=overrides or {})
+                                  given_model=model_given or {}, config=config, explicit_train=overrides or {},
+                                  default_time=DEFAULT_TIME)
         model, normalize = base.model_config, base.vocab.normalize  # the base's: its characters are what it knows
 
     with start_run(run_dir, "char", resume=resume, model=model or ModelConfig(), config=config, overrides=overrides,

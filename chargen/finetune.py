@@ -22,11 +22,15 @@ from chargen.vocab import UNK_ID, Vocab
 # Model settings that fix the shapes of the weights: they come from the base and cannot change.
 ARCHITECTURE = ("cell", "hidden", "layers", "embedding", "tie_weights")
 
-# What fine-tuning changes in the training settings the user did not set. Only AdamW's moments
-# start cold, so a short warm-up is enough; and a small text is overfitted within a few epochs, so
-# training stops once the validation loss has not improved for two evaluations (the best weights are
-# kept in any case). The learning rate stays the from-scratch default: a lower one (2e-3) was measured
-# and lost at 4 of 6 budgets (bench/finetune.py, BENCHMARKS.md "Fine-tuning"); freezing layers was not tried.
+# What fine-tuning changes in the training settings the user did not set (bench/finetune.py, BENCHMARKS.md
+# "Fine-tuning": 2x384 bases fine-tuned on two ~90k-character texts). A trained model needs a small step
+# and few passes: at the base's own peak learning rate (4.1e-3) the first evaluations were the best and
+# every later one worse, at an eighth of it 0.06-0.10 nats/char better; 4 passes, with the rate annealed
+# over them, were as good as 8 and better than 2 or 1. Only AdamW's moments start cold, so a short warm-up
+# is enough, and training stops early once the validation loss has not improved for two evaluations (the
+# best weights are kept in any case). Freezing layers was not tried.
+FINETUNE_LR_SCALE = 1 / 8     # of the base run's peak learning rate
+FINETUNE_PASSES = 4.0         # over the new text, unless --epochs or --max-steps says otherwise
 FINETUNE_SETTINGS = {"warmup_steps": 10, "patience": 2}
 
 # Weights that have one row per vocabulary id (first dimension): extended for added characters.
@@ -87,19 +91,31 @@ def extend_rows(weights: dict, old_size: int, added: int) -> dict:
     return out
 
 
-def fine_tune_settings(config: TrainConfig, explicit: dict) -> tuple[TrainConfig, str]:
-    """The training settings of a fine-tuning run (those in `explicit` are kept) and a line saying them."""
-    config = dataclasses.replace(config, **{k: v for k, v in FINETUNE_SETTINGS.items() if k not in explicit})
-    kept = [k for k in FINETUNE_SETTINGS if k in explicit]
-    line = (f"fine-tuning settings: lr {config.lr:g}, warm-up {config.warmup_steps} steps, early stopping after "
-            f"{config.patience} evaluations without improvement"
+def fine_tune_settings(config: TrainConfig, explicit: dict, base_lr: float,
+                       default_time: float) -> tuple[TrainConfig, str]:
+    """The training settings of a fine-tuning run (those in `explicit` are kept) and a line saying them.
+
+    base_lr: the base run's peak learning rate; the fine-tuning one is FINETUNE_LR_SCALE of it.
+    default_time: the time limit of a run given no budget, kept beside the pass limit (a large new text
+    ends there first).
+    """
+    chosen = {**FINETUNE_SETTINGS, "lr": float(f"{base_lr * FINETUNE_LR_SCALE:.2g}")}
+    if not ({"epochs", "max_steps"} & explicit.keys()):
+        chosen["epochs"] = FINETUNE_PASSES
+        if not config.max_time:
+            chosen["max_time"] = default_time
+    config = dataclasses.replace(config, **{k: v for k, v in chosen.items() if k not in explicit})
+    kept = [k for k in (*FINETUNE_SETTINGS, "lr", "epochs", "max_steps") if k in explicit]
+    passes = f", {config.epochs:g} passes over the text" if "epochs" in chosen else ""
+    line = (f"fine-tuning settings: lr {config.lr:g} (the base's was {base_lr:g}){passes}, warm-up "
+            f"{config.warmup_steps} steps, early stopping after {config.patience} evaluations without improvement"
             + (f" (yours: {', '.join('--' + k.replace('_', '-') for k in kept)})" if kept else
                " (measured for a trained model on a small text; each can be set)"))
     return config, line
 
 
 def start_from(base_run: str | Path, source: Path, *, encoding: str, allow_binary: bool, given_model: dict,
-               config: TrainConfig, explicit_train: dict) -> tuple[BaseStart, TrainConfig]:
+               config: TrainConfig, explicit_train: dict, default_time: float) -> tuple[BaseStart, TrainConfig]:
     """Read the base run (with `chargen.api.load`), extend it for the text at `source`, pick the settings.
 
     given_model / explicit_train: the model and training settings the user chose explicitly. Each
@@ -123,10 +139,14 @@ def start_from(base_run: str | Path, source: Path, *, encoding: str, allow_binar
     model_config = dataclasses.replace(base_config, vocab_size=len(new_vocab),
                                        dropout=given_model.get("dropout", base_config.dropout))
     weights = extend_rows({k: v.detach().clone() for k, v in model.state_dict().items()}, len(vocab), len(added))
-    config, settings_line = fine_tune_settings(config, explicit_train)
+    base_lr = (base_run_config.get("train") or {}).get("lr")
+    if not (isinstance(base_lr, (int, float)) and 0 < base_lr < 1):  # a hand-edited or older config.json
+        base_lr = TrainConfig().lr
+    config, settings_line = fine_tune_settings(config, explicit_train, float(base_lr), default_time)
     record = {"base_run": run_dir.name, "base_path": str(run_dir), "base_weights_sha256": weights_sha256(run_dir),
               "base_corpus": base_run_config.get("corpus", {}).get("name"), "base_vocab_size": len(vocab),
-              "added_chars": len(added), "settings": {k: getattr(config, k) for k in ("lr", *FINETUNE_SETTINGS)}}
+              "added_chars": len(added),
+              "settings": {k: getattr(config, k) for k in ("lr", "epochs", *FINETUNE_SETTINGS)}}
     shown = " ".join(repr(c) for c in added[:10]) + (" ..." if len(added) > 10 else "")
     info(f"starting from run {run_dir} ({base_config.layers}x{base_config.hidden} {base_config.cell.upper()}, "
          f"vocabulary {len(vocab)}): added {len(added)} new character{'s' * (len(added) != 1)}"

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from chargen.copying import copied_share
-from chargen.finetune import FINETUNE_SETTINGS, start_from
+from chargen.finetune import FINETUNE_LR_SCALE, FINETUNE_PASSES, FINETUNE_SETTINGS, start_from
 from chargen.vocab import UNK_ID, Vocab
 from test_errors import chargen, one_line_error
 
@@ -44,7 +44,7 @@ def test_extension_keeps_every_base_id_and_prediction_and_adds_rows_from_unk(bas
 
     base_model, base_vocab, _ = load(base)
     start, config = start_from("base", new_text, encoding="utf-8", allow_binary=False, given_model={},
-                               config=TrainConfig(), explicit_train={})
+                               config=TrainConfig(), explicit_train={}, default_time=300.0)
     n = len(base_vocab)
     added = sorted(set(new_text.read_text(encoding="utf-8")) - set(base_vocab.chars))
     assert set(NEW_CHARS) <= set(added)
@@ -79,8 +79,9 @@ def test_finetuned_run_records_its_base_and_generates_without_it(base, new_text,
     assert added >= len(NEW_CHARS) and record["added_chars"] == added
     assert f"added {added} new characters" in err
     assert record["base_run"] == "base" and record["base_weights_sha256"] == sha
-    # the fine-tuning settings are chosen and recorded; an explicit option wins
+    # the fine-tuning settings are chosen and recorded; an explicit option wins (a step budget: no pass limit)
     assert config["train"]["lr"] == 1e-3 and record["settings"]["lr"] == 1e-3
+    assert config["train"]["epochs"] == record["settings"]["epochs"] == 0 and "yours: --lr, --max-steps" in err
     assert config["train"]["warmup_steps"] == record["settings"]["warmup_steps"] == FINETUNE_SETTINGS["warmup_steps"]
     assert config["train"]["patience"] == FINETUNE_SETTINGS["patience"]
     assert {k: config["model"][k] for k in ("cell", "hidden", "layers", "embedding")} == \
@@ -90,6 +91,22 @@ def test_finetuned_run_records_its_base_and_generates_without_it(base, new_text,
     code, out, err = chargen(capsys, "generate", "--run", "ft", "--seed", "ë☃", "--length", "40", "--rng-seed", "3")
     assert code == 0, err
     assert out.startswith("ë☃") and len(out) == 2 + 40 + 1  # the seed, 40 characters, a final newline
+
+
+def test_fine_tuning_anneals_a_fraction_of_the_base_rate_over_a_few_passes(base, new_text, isolated_checkpoints,
+                                                                           capsys):
+    """With no options, a fine-tuned run trains at FINETUNE_LR_SCALE of its base's rate and ends after
+    FINETUNE_PASSES passes over the new text, long before the default 5-minute budget."""
+    code, _, err = chargen(capsys, "train", new_text, "--from-run", "base", "--run", "ft")
+    assert code == 0, err
+    config = json.loads((isolated_checkpoints / "ft" / "config.json").read_text(encoding="utf-8"))
+    base_lr = json.loads((base / "config.json").read_text(encoding="utf-8"))["train"]["lr"]
+    train, settings = config["train"], config["finetune"]["settings"]
+    assert train["lr"] == settings["lr"] == pytest.approx(base_lr * FINETUNE_LR_SCALE, rel=0.05)
+    assert train["epochs"] == settings["epochs"] == FINETUNE_PASSES and train["max_time"] == 300
+    per_pass = -(-config["corpus"]["train_chars"] // (train["batch_size"] * train["seq_len"]))
+    assert config["metrics"]["steps"] <= FINETUNE_PASSES * per_pass and config["metrics"]["elapsed_s"] < 120
+    assert f"{FINETUNE_PASSES:g} passes over the text" in err
 
 
 def test_resuming_a_finetuned_run_is_exact_and_needs_no_base(base, new_text, tmp_path):
