@@ -1,9 +1,9 @@
 """Fine-tuning vs training from scratch on small texts (issue #18).
 
     python bench/finetune.py prepare                      # the texts, from Debian's fortune packages (below)
-    python bench/finetune.py bases --minutes 10           # a base run per language, both at once (~10 min)
-    python bench/finetune.py compare --langs en --budgets 0.5,2,5     # ~25 min a language
-    python bench/finetune.py compare --arms "finetune --lr 5e-3;finetune --lr 1e-3" --budgets 1   # a sweep
+    python bench/finetune.py bases --minutes 20           # a base run per language, both at once (~20 min)
+    python bench/finetune.py compare --langs en --budgets 0.5,2,5     # ~12 min a language
+    python bench/finetune.py compare --arms "finetune --epochs 2 --lr 1e-3;finetune --epochs 4 --lr 5e-4" --budgets 5
 
 Texts (apt-get install fortunes fortunes-ru; written into bench/results/finetune/, never committed):
   en: small = the fortune files `humorists` + `literature` (English quotations, 96k characters); base =
@@ -150,7 +150,7 @@ def compare(budgets: list[float], langs: list[str], arms: list[str], out: Path) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("prepare", "bases", "compare"))
-    parser.add_argument("--minutes", type=float, default=10.0, help="bases: training time of each base (default: 10)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="bases: training time of each base (default: 20)")
     parser.add_argument("--budgets", default="0.5,2,5", help="compare: budgets in minutes (default: 0.5,2,5)")
     parser.add_argument("--langs", default="en,ru", help="compare: texts (default: en,ru)")
     parser.add_argument("--arms", default="scratch;finetune",
