@@ -17,6 +17,7 @@ from pathlib import Path
 from chargen.checkpoint import WEIGHTS
 from chargen.config import ModelConfig, TrainConfig
 from chargen.errors import UserError
+from chargen.heads import KINDS
 from chargen.vocab import UNK_ID, Vocab
 
 # Model settings that fix the shapes of the weights: they come from the base and cannot change.
@@ -128,9 +129,10 @@ def start_from(base_run: str | Path, source: Path, *, encoding: str, allow_binar
 
     run_dir = run_path(base_run)
     model, vocab, base_run_config = load(run_dir)
-    if vocab is None:
-        raise UserError(f"--from-run {base_run}: {run_dir} is a time-series run; a text run can only start "
-                        "from a text run (chargen train FILE --run NAME)")
+    head = model.config.head
+    if head != "char":
+        raise UserError(f"--from-run {base_run}: {run_dir} is {KINDS.get(head, f'a run of kind {head!r}')}; a text "
+                        "run can only start from a text run (chargen train FILE --run NAME)")
     base_config = model.config
     check_architecture(base_config, given_model, str(base_run))
     # Read as is: the base vocabulary's own normalisation decides which characters the text has.

@@ -138,7 +138,8 @@ def test_a_size_flag_that_contradicts_the_base_is_one_line(base, new_text, isola
     assert line and not (isolated_checkpoints / "x").exists()
 
 
-def test_from_run_with_resume_a_missing_or_a_series_base_is_one_line(base, new_text, tmp_path, capsys):
+def test_from_run_with_resume_a_missing_a_series_or_a_classifier_base_is_one_line(base, new_text, tmp_path, capsys):
+    from chargen.classifier import train_classifier
     from chargen.config import ModelConfig, TrainConfig
     from chargen.series import train_series
     from chargen.series_data import SeriesConfig
@@ -151,6 +152,14 @@ def test_from_run_with_resume_a_missing_or_a_series_base_is_one_line(base, new_t
     capsys.readouterr()
     one_line_error(chargen(capsys, "train", new_text, "--from-run", str(tmp_path / "sine"), "--run", "y"),
                    "time-series run", "text run")
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\n" + "".join(f"{w} {i},{w}\n" for i in range(6) for w in ("yes", "no")),
+                        encoding="utf-8")
+    train_classifier(labelled, checkpoint=tmp_path / "sent", model=ModelConfig(hidden=8, layers=1, embedding=8),
+                     config=TrainConfig(max_steps=2, batch_size=4))
+    capsys.readouterr()
+    one_line_error(chargen(capsys, "train", new_text, "--from-run", str(tmp_path / "sent"), "--run", "y"),
+                   "text-classifier run", "text run")
 
 
 def test_copied_share_counts_windows_found_verbatim():
