@@ -51,7 +51,7 @@ class TextClassifier(nn.Module):
         self.embed = nn.Embedding(config.vocab_size, config.embedding)
         self.core = RecurrentCore(config.cell, config.embedding, config.hidden, config.layers, config.dropout)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden, config.outputs)
+        self.head = nn.Linear(config.hidden * (2 if config.pooling == "mean-max" else 1), config.outputs)
         nn.init.normal_(self.embed.weight, std=1.0)  # as CharLM's (untied) embedding
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor], hidden=None) -> tuple[torch.Tensor, None]:
@@ -60,17 +60,21 @@ class TextClassifier(nn.Module):
         return self.head(self.drop(self.pool(ids, lengths))), None
 
     def pool(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, hidden): the top layer's states over each text's own characters, pooled.
+        """(B, hidden), or (B, 2 hidden) for mean-max: the top layer's states over each text's own
+        characters, pooled.
 
         The text is read CHUNK characters at a time with the state carried, which is the same
         computation as one call but bounds the memory of a long text. Padding after a text's end is
         read too (the batch is one rectangle) but never pooled: `last` takes the state at the text's
-        last character, `mean` and `max` mask the padding out.
+        last character, `mean` and `max` mask the padding out; `mean-max` is the two side by side
+        (a cue that occurs once in a long text is averaged away by the mean, not by the max).
         """
         B, T = ids.shape
         mode = self.config.pooling
+        takes_mean, takes_max = mode in ("mean", "mean-max"), mode in ("max", "mean-max")
         hidden = None
-        pooled = ids.new_full((B, self.config.hidden), -math.inf if mode == "max" else 0.0, dtype=torch.float32)
+        last = total = ids.new_zeros((B, self.config.hidden), dtype=torch.float32)
+        peak = ids.new_full((B, self.config.hidden), -math.inf, dtype=torch.float32)
         rows = torch.arange(B, device=ids.device)
         for start in range(0, T, CHUNK):
             out, hidden = self.core(self.embed(ids[:, start:start + CHUNK]), hidden)  # (B, t, H)
@@ -79,16 +83,17 @@ class TextClassifier(nn.Module):
             if mode == "last":
                 at = lengths - 1 - start                                   # (B,) position in this chunk
                 here = (at >= 0) & (at < t)
-                pooled = torch.where(here[:, None], out[rows, at.clamp(0, t - 1)], pooled)
-            else:
-                valid = (start + torch.arange(t, device=ids.device))[None, :] < lengths[:, None]  # (B, t)
-                if mode == "mean":
-                    pooled = pooled + (out * valid[..., None]).sum(1)
-                else:
-                    pooled = torch.maximum(pooled, out.masked_fill(~valid[..., None], -math.inf).amax(1))
-        if mode == "mean":
-            pooled = pooled / lengths[:, None].to(pooled.dtype)
-        return pooled
+                last = torch.where(here[:, None], out[rows, at.clamp(0, t - 1)], last)
+                continue
+            valid = (start + torch.arange(t, device=ids.device))[None, :] < lengths[:, None]  # (B, t)
+            if takes_mean:
+                total = total + (out * valid[..., None]).sum(1)
+            if takes_max:
+                peak = torch.maximum(peak, out.masked_fill(~valid[..., None], -math.inf).amax(1))
+        if mode == "last":
+            return last
+        parts = ([total / lengths[:, None].to(total.dtype)] if takes_mean else []) + ([peak] if takes_max else [])
+        return torch.cat(parts, dim=1)
 
 
 def pad_batch(ids: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ from chargen.errors import UserError
 
 CELL_TYPES = ("rnn", "lstm", "gru")
 HEADS = ("char", "series", "classify")
-POOLINGS = ("last", "mean", "max")
+POOLINGS = ("last", "mean", "max", "mean-max")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SIZINGS = ("auto", "fixed")
 OPTIMIZERS = ("adamw", "muon")
@@ -73,7 +73,8 @@ class ModelConfig:
     inputs: int = 1           # series head: values per time step
     outputs: int = 1          # series head: values predicted per step (the horizon); classify head: classes
     # Classify head: the states over a text -> one vector; mean measured best (BENCHMARKS.md, classifier).
-    pooling: str = option("mean", "classifier: how the states over a text become one vector", choices=POOLINGS)
+    pooling: str = option("mean", "classifier: how the states over a text become one vector (mean-max: both, side "
+                          "by side)", choices=POOLINGS)
     # Series head: networks trained side by side from different starting weights, their median the forecast.
     ensemble: int = option(1, "series: networks trained side by side from different starting weights; the "
                            "forecast is their median", minimum=1)

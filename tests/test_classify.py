@@ -14,7 +14,7 @@ import torch
 from chargen import classifier
 from chargen.classifier import ClassifyTask, TextClassifier, load_classifier, pad_batch
 from chargen.classify_data import read_examples, scores, stratified_split
-from chargen.config import ModelConfig
+from chargen.config import POOLINGS, ModelConfig
 from chargen.progress import Progress
 from test_errors import chargen, one_line_error
 
@@ -126,7 +126,7 @@ def test_scores_macro_f1_counts_each_class_the_same():
 
 
 # -- the model ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("pooling", ["last", "mean", "max"])
+@pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, monkeypatch):
     torch.manual_seed(0)
