@@ -53,6 +53,12 @@ class TextClassifier(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden * (2 if config.pooling == "mean-max" else 1), config.outputs)
         nn.init.normal_(self.embed.weight, std=1.0)  # as CharLM's (untied) embedding
+        self.trained_lr_scale = 1.0  # learning-rate factor of the embedding and core (--core-lr-scale)
+
+    def lr_scale_of(self, name: str) -> float:
+        """The learning-rate factor of a parameter: trained_lr_scale for the embedding and core (set when
+        they come from a text run, which a full learning rate would unlearn), 1 for the new head."""
+        return self.trained_lr_scale if name.startswith(("embed.", "core.")) else 1.0
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor], hidden=None) -> tuple[torch.Tensor, None]:
         """batch: ids (B, T) right-padded and lengths (B,) -> class logits (B, classes), no carried state."""
@@ -286,6 +292,7 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
         net = build_model(model_config)
         if base_weights is not None:
             net.load_state_dict(base_weights, strict=False)
+            net.trained_lr_scale = settings.core_lr_scale
             if settings.freeze_core:
                 for p in [*net.embed.parameters(), *net.core.parameters()]:
                     p.requires_grad_(False)

@@ -47,6 +47,7 @@ class ClassifyConfig:
     balance: bool = False       # weight the loss by inverse class frequency
     train_chars: int = 1000     # characters of a text read while training (prediction reads them all)
     freeze_core: bool = False   # with --from-run: train only the head (and not the embedding or core)
+    core_lr_scale: float = 1.0  # with --from-run: the trained embedding and core learn at this fraction of --lr
 
     def validate(self) -> "ClassifyConfig":
         """Refuse impossible settings with the option's name."""
@@ -55,6 +56,9 @@ class ClassifyConfig:
                             "or validate on another file with --val-file")
         if self.train_chars < 1:
             raise UserError(f"--train-chars must be a positive integer, not {self.train_chars}")
+        if not 0.0 < self.core_lr_scale <= 1.0:
+            raise UserError(f"--core-lr-scale must be in (0, 1], not {self.core_lr_scale}; --freeze-core keeps the "
+                            "core as it is")
         return self
 
     def to_dict(self) -> dict:

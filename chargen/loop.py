@@ -88,16 +88,19 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
     momentum orthogonalised; learning rate scaled to match AdamW's update size, so one --lr serves
     both), AdamW for the embedding, the head and every bias (BENCHMARKS.md, "Sizing", for the measure).
     """
-    decay, no_decay, orthogonal = [], [], []
+    scale_of = getattr(model, "lr_scale_of", lambda name: 1.0)  # a model may train some parameters slower
+    by_group: dict[tuple[bool, float], list] = {}
+    orthogonal = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         if config.optimizer == "muon" and p.ndim == 2 and ".rnn.weight_" in name:
             orthogonal.append(p)
         else:
-            (decay if p.ndim >= 2 and "embed" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+            by_group.setdefault((p.ndim >= 2 and "embed" not in name, scale_of(name)), []).append(p)
+    # The loop sets each group's learning rate to --lr's schedule times its lr_scale.
+    groups = [{"params": params, "weight_decay": config.weight_decay if decays else 0.0, "lr_scale": scale}
+              for (decays, scale), params in sorted(by_group.items(), key=lambda item: (not item[0][0], -item[0][1]))]
     adamw = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
     if not orthogonal:
         return adamw
@@ -379,7 +382,7 @@ def train_loop(model: nn.Module, task: Task, config: TrainConfig, run_dir: Path,
                     hidden = None
                 lr = config.lr * progress.lr_scale * lr_factor(step, p, config)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 x, y = task.batch(step)
                 with autocast():
                     output, new_hidden = net(x, hidden if task.carries_state else None)

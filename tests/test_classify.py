@@ -14,7 +14,7 @@ import torch
 from chargen import classifier
 from chargen.classifier import ClassifyTask, TextClassifier, load_classifier, pad_batch
 from chargen.classify_data import read_examples, scores, stratified_split
-from chargen.config import POOLINGS, ModelConfig
+from chargen.config import POOLINGS, ModelConfig, TrainConfig
 from chargen.progress import Progress
 from test_errors import chargen, one_line_error
 
@@ -240,3 +240,32 @@ def test_from_run_starts_from_the_text_model_and_freeze_keeps_its_core(tiny_run,
         if name.startswith(("embed.", "core.")):
             torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=0)
     assert json.loads((tmp_path / "clf" / "config.json").read_text())["classify"]["from_run"] == str(tiny_run)
+
+
+def test_a_trained_core_learns_at_its_fraction_of_the_rate_and_the_new_head_at_the_full_rate(tiny_run, tmp_path,
+                                                                                            capsys):
+    from chargen.checkpoint import read_state
+    from chargen.loop import make_optimizer
+
+    path = write_csv(tmp_path / "r.csv", separable(60, seed=4))
+    rc, _, err = chargen(capsys, "classify", "train", path, "--text", "review", "--label", "sentiment",
+                         "--from-run", tiny_run, "--core-lr-scale", "0.25", "--max-steps", "3",
+                         "--checkpoint", tmp_path / "clf")
+    assert rc == 0, err
+    config = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert config["classify"]["settings"]["core_lr_scale"] == 0.25
+    groups = read_state(tmp_path / "clf")["optimizer"]["param_groups"]  # as the last step left them
+    full = [g["lr"] for g in groups if g["lr_scale"] == 1.0]
+    assert {g["lr_scale"] for g in groups} == {0.25, 1.0} and len(set(full)) == 1
+    assert all(g["lr"] == pytest.approx(0.25 * full[0]) for g in groups if g["lr_scale"] == 0.25)
+    # which parameters are in the slow groups: the embedding and the core, never the new head
+    net = TextClassifier(ModelConfig.from_dict(config["model"]))
+    net.trained_lr_scale = 0.25
+    names = {id(p): name for name, p in net.named_parameters()}
+    scales = {names[id(p)]: g["lr_scale"] for g in make_optimizer(net, TrainConfig(), torch.device("cpu")).param_groups
+              for p in g["params"]}
+    assert sorted(scales) == sorted(names.values())  # every parameter in exactly one group
+    assert {name for name, scale in scales.items() if scale == 1.0} == {"head.weight", "head.bias"}
+    one_line_error(chargen(capsys, "classify", "train", path, "--text", "review", "--label", "sentiment",
+                           "--from-run", tiny_run, "--core-lr-scale", "0", "--checkpoint", tmp_path / "x"),
+                   "--core-lr-scale")
