@@ -100,7 +100,8 @@ def run_cell(corpus: str, minutes: float, arm: str, results: Path) -> dict:
     """Train one cell, measure its copied share, append it to `results`."""
     path = corpus_path(corpus)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = RUNS / f"{stamp}-{Path(corpus).stem}-{minutes:g}m"
+    # the process id keeps apart two cells started in the same second (two runners side by side)
+    run_dir = RUNS / f"{stamp}-{Path(corpus).stem}-{minutes:g}m-{os.getpid()}"
     t0 = time.perf_counter()
     config = train_run(path, run_dir, minutes * 60, CORPUS_OPTIONS.get(corpus, []) + arm_options(arm))
     m, model, train = config["metrics"], config["model"], config["train"]
