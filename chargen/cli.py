@@ -560,7 +560,7 @@ def add_classify_parser(commands) -> None:
     p.add_argument("--from-run", metavar="RUN", help="start from a character-model run: its vocabulary, "
                    "embedding and core (its architecture replaces the model options)")
     p.add_argument("--freeze-core", action="store_true", help="with --from-run: train only the head")
-    p.add_argument("--core-lr-scale", type=float, default=defaults.core_lr_scale, metavar="F",
+    p.add_argument("--core-lr-scale", type=float, metavar="F",
                    help="with --from-run: the trained embedding and core learn at this fraction of --lr, the new "
                         f"head at --lr (default: {defaults.core_lr_scale:g})")
     add_config_options(p, ModelConfig, "model", defaults=CLASSIFY_MODEL_DEFAULTS, skip=("tie_weights", "ensemble"))
@@ -590,8 +590,11 @@ def cmd_classify_train(args: argparse.Namespace) -> int:
     from chargen.classify_data import CLASSIFY_MODEL_DEFAULTS, ClassifyConfig
 
     model_options = given(args, ModelConfig)  # --pooling included
+    if args.core_lr_scale is not None and args.from_run is None:
+        raise UserError("--core-lr-scale sets how fast a trained core learns: it needs --from-run RUN")
     settings = ClassifyConfig(args.text, args.label, args.val_fraction, args.balance, args.train_chars,
-                              args.freeze_core, args.core_lr_scale)
+                              args.freeze_core, ClassifyConfig.core_lr_scale if args.core_lr_scale is None
+                              else args.core_lr_scale)
     return report_training(
         lambda: train_classifier(args.data, args.run, checkpoint=args.checkpoint, settings=settings,
                                  model=ModelConfig(**{**CLASSIFY_MODEL_DEFAULTS, **model_options}),

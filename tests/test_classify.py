@@ -269,3 +269,6 @@ def test_a_trained_core_learns_at_its_fraction_of_the_rate_and_the_new_head_at_t
     one_line_error(chargen(capsys, "classify", "train", path, "--text", "review", "--label", "sentiment",
                            "--from-run", tiny_run, "--core-lr-scale", "0", "--checkpoint", tmp_path / "x"),
                    "--core-lr-scale")
+    one_line_error(chargen(capsys, "classify", "train", path, "--text", "review", "--label", "sentiment",
+                           "--core-lr-scale", "0.3", "--checkpoint", tmp_path / "y"), "--core-lr-scale", "--from-run")
+    assert not (tmp_path / "y").exists()
