@@ -102,6 +102,39 @@ class TextClassifier(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+    @torch.no_grad()
+    def contributions(self, text_ids: np.ndarray) -> torch.Tensor:
+        """(classes, T): what the state after each character of one text (ids (T,)) adds to each class's
+        logit. With the head's bias they sum exactly to the logits of `forward` in eval mode.
+
+        The head is linear in the pooled vector, so each pooled part splits over the characters: the mean
+        gives w . h_t / T to every t, the max gives unit j's w_j h_tj to the t where unit j peaked, and the
+        last state telescopes into the steps w . (h_t - h_{t-1}).
+        """
+        ids = torch.as_tensor(np.asarray(text_ids, dtype=np.int64), device=self.head.weight.device)
+        hidden, outs = None, []
+        for start in range(0, len(ids), CHUNK):
+            out, hidden = self.core(self.embed(ids[None, start:start + CHUNK]), hidden)  # (1, t, H)
+            outs.append(out[0].float())
+        states = torch.cat(outs)                                   # (T, H) the top layer after each character
+        weight, size = self.head.weight.float(), self.config.hidden  # (classes, H or 2H)
+        mode = self.config.pooling
+        if mode == "last":
+            steps = states - torch.cat([states.new_zeros(1, size), states[:-1]])
+            return (steps @ weight.T).T
+        total = states.new_zeros(len(ids), weight.shape[0])        # (T, classes)
+        column = 0
+        if mode in ("mean", "mean-max"):
+            total += states @ weight[:, :size].T / len(ids)
+            column = size
+        if mode in ("max", "mean-max"):
+            units, at = torch.arange(size, device=ids.device), states.argmax(0)        # (H,) where each unit peaked
+            peaks = torch.zeros_like(states)
+            peaks[at, units] = states[at, units]                   # each unit's value at its peak only
+            total += peaks @ weight[:, column:column + size].T
+        return total.T
+
+
 def pad_batch(ids: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Texts as ids (B, longest) right-padded with 0, and their lengths (B,), on the device."""
     lengths = np.array([len(x) for x in ids], dtype=np.int64)

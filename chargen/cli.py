@@ -153,10 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_options(p, fed="typed")
     p.set_defaults(func=cmd_interactive)
 
-    p = commands.add_parser("inspect", help="see inside a run: surprise heat-map of a text, neuron inspector",
+    p = commands.add_parser("inspect", help="see inside a run: surprise heat-map of a text, neuron inspector; "
+                            "what moved a classifier's decision",
                             description="Colour a text by the bits the model spent on each character (default), "
                             "by one hidden unit (--neuron), or find the units that track quotes, brackets, line "
-                            "position, word starts, upper case and digits (--neurons find).")
+                            "position, word starts, upper case and digits (--neurons find). On a classifier run "
+                            "(chargen classify train): the file is one text, and each character is coloured by how "
+                            "far it pushed the decision toward the predicted class or the runner-up.")
     add_run_options(p)
     p.add_argument("file", help="text file to look at")
     units = p.add_mutually_exclusive_group()

@@ -11,7 +11,7 @@ from chargen.errors import UserError
 
 KINDS = {"char": "a character-model run", "series": "a time-series run", "classify": "a text-classifier run"}
 COMMANDS = {"char": "chargen generate / eval / interactive / inspect", "series": "chargen series forecast / eval",
-            "classify": "chargen classify predict / eval"}
+            "classify": "chargen classify predict / eval, or chargen inspect (what moved its decision)"}
 
 
 def require_head(run_dir: Path, model: dict, wanted: str) -> None:

@@ -38,7 +38,8 @@ from chargen.display import make_console
 from chargen.errors import UserError
 from chargen.log import info
 from chargen.report import (ACTIVE_VALUE, SURPRISE_STOPS, SURPRISING_BITS, UNIT_STOPS, Heading, Legend, PlainLine,
-                            Recording, Report, Shaded, colours, surprise_legend, text_colour, unit_legend, visible)
+                            Recording, Report, Shaded, colours, surprise_legend, text_colour, unit_legend,
+                            unknown_notice, visible)
 
 DEFAULT_MAX_CHARS = 5000
 TOP_PREDICTIONS = 5
@@ -466,8 +467,6 @@ def inspect_text(run_dir: Path, text: str, *, name: str = "text", neuron: str | 
     """
     from chargen.api import load
     from chargen.stepper import NumpyStepper
-    from chargen.vocab import UNK_ID
-
     _, m = char_run(run_dir)
     # A typo in the unit fails now, before the model is loaded and run.
     index = None if neuron is None else parse_unit(neuron, m["cell"], m["layers"], m["hidden"])
@@ -483,10 +482,9 @@ def inspect_text(run_dir: Path, text: str, *, name: str = "text", neuron: str | 
     report = Report(f"{run_dir.name} ({m['layers']}x{m['hidden']} {m['cell'].upper()}) on {name}: "
                     f"{len(text):,} characters, {rec.bits_per_char():.4f} bits/char", rec,
                     [vocab.id_to_char(i) for i in range(len(vocab))])
-    unknown = int((ids == UNK_ID).sum())
-    if unknown:
-        shown = " ".join(repr(c) for c in vocab.unknown(text)[:10])
-        report.notices.append(f"{unknown} characters unknown to the model (fed as <unk>): {shown}")
+    notice = unknown_notice(vocab, text, ids)
+    if notice:
+        report.notices.append(notice)
     props = {prop: detect(text) for prop, detect in PROPERTIES.items()} if units else {}
     if find:
         find_report(report, props, top)
@@ -512,7 +510,11 @@ def char_run(run_dir: Path) -> tuple:
 def run_inspect(run_dir: Path, file: Path, *, neuron: str | None = None, find: bool = False,
                 html: Path | None = None, max_chars: int = DEFAULT_MAX_CHARS, encoding: str = "utf-8",
                 top: int = 3, out: TextIO | None = None) -> Report:
-    """`chargen inspect`: read `file`, cut it to `max_chars`, show the report in the terminal or write a page."""
+    """`chargen inspect`: read `file`, cut it to `max_chars`, show the report in the terminal or write a page.
+
+    On a classifier run, the report is of its decision on the text (chargen.classify_inspect).
+    """
+    from chargen.checkpoint import read_config
     from chargen.corpus import read_text
 
     if max_chars < 2:
@@ -522,12 +524,26 @@ def run_inspect(run_dir: Path, file: Path, *, neuron: str | None = None, find: b
     if html is not None and not Path(html).resolve().parent.is_dir():
         raise UserError(f"--html {html}: the folder {Path(html).parent} does not exist; create it or choose another "
                         "path")
-    normalize = char_run(run_dir)[0].normalize  # read the text as the model was trained to see it
+    classifier = None
+    if read_config(run_dir)["model"].get("head") == "classify":
+        from chargen.classifier import load_classifier
+        from chargen.classify_inspect import decision_report
+
+        if neuron is not None or find or html is not None:
+            raise UserError(f"{run_dir} is a text-classifier run: inspect shows which characters moved its "
+                            "decision; --neuron, --neurons and --html are for character-model runs")
+        classifier = load_classifier(checkpoint=run_dir)
+        normalize = classifier.vocab.normalize
+    else:
+        normalize = char_run(run_dir)[0].normalize  # read the text as the model was trained to see it
     text = read_text(Path(file), encoding=encoding, normalize=normalize).text
     full = len(text)
     text = text[:max_chars]
-    report = inspect_text(run_dir, text, name=Path(file).name, neuron=neuron, find=find, top=top,
-                          predictions=html is not None)
+    if classifier is not None:
+        report = decision_report(classifier, text, Path(file).name)
+    else:
+        report = inspect_text(run_dir, text, name=Path(file).name, neuron=neuron, find=find, top=top,
+                              predictions=html is not None)
     if full > max_chars:
         report.notices.insert(0, f"{file} has {full:,} characters: showing the first {max_chars:,} "
                                  "(raise --max-chars to see more)")

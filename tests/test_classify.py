@@ -172,6 +172,39 @@ def test_a_rising_loss_does_not_unseat_fewer_errors():
     assert progress.best_metrics["step"] == 400 and progress.best == 0.30 and progress.stale == 2
 
 
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_each_characters_contributions_add_up_to_the_logits(pooling, cell, monkeypatch):
+    torch.manual_seed(0)
+    model = TextClassifier(ModelConfig(cell=cell, hidden=12, layers=2, embedding=6, head="classify",
+                                       vocab_size=9, outputs=3, pooling=pooling)).eval()
+    text = np.arange(1, 9).repeat(3)[:23]
+    with torch.no_grad():
+        logits = model(pad_batch([text], torch.device("cpu")))[0][0]
+    monkeypatch.setattr(classifier, "CHUNK", 4)  # a long text is read in chunks: the split is still exact
+    parts = model.contributions(text)
+    assert parts.shape == (3, 23)
+    torch.testing.assert_close(parts.sum(1) + model.head.bias.detach(), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_inspect_on_a_classifier_shows_the_words_that_moved_it(toy_run, tmp_path, capsys):
+    path = tmp_path / "review.txt"
+    path.write_text("good great lovely nice fine awful", encoding="utf-8")
+    rc, out, err = chargen(capsys, "inspect", "--checkpoint", toy_run, path)
+    assert rc == 0, err
+    probs = load_classifier(checkpoint=toy_run).predict(["good great lovely nice fine awful"])[1][0]
+    assert "-> pos" in out and f"pos {probs[1]:.3f}" in out and f"neg {probs[0]:.3f}" in out
+    assert "good great lovely nice fine awful" in out  # the text itself, shaded (plain into a pipe)
+    margin = float(out.split("the margin of pos over neg: ")[1].split()[0])
+    assert margin == pytest.approx(np.log(probs[1] / probs[0]), abs=2e-3)  # the logits' difference
+    toward_pos = out.split("words toward pos: ")[1].splitlines()[0]
+    toward_neg = out.split("words toward neg: ")[1].splitlines()[0]
+    assert "good" in toward_pos and "awful" in toward_neg and "awful" not in toward_pos
+    for option in (["--neuron", "1:0"], ["--html", str(tmp_path / "p.html")]):
+        one_line_error(chargen(capsys, "inspect", "--checkpoint", toy_run, path, *option), "text-classifier run",
+                       "character-model runs")
+
+
 # -- predict and eval on the command line ----------------------------------------------------------------
 def test_predict_prints_label_tab_probability_per_text(toy_run, capsys):
     rc, out, err = chargen(capsys, "classify", "predict", "--checkpoint", toy_run,
@@ -213,7 +246,7 @@ def test_eval_json_and_an_unknown_label(toy_run, tmp_path, capsys):
 def test_every_command_refuses_the_wrong_kind_of_run(toy_run, tiny_run, tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("some text to read\n")
-    for command in (["generate"], ["eval", text], ["inspect", text], ["series", "forecast"], ["series", "eval"]):
+    for command in (["generate"], ["eval", text], ["series", "forecast"], ["series", "eval"]):
         one_line_error(chargen(capsys, *command, "--checkpoint", toy_run), "is a text-classifier run",
                        "chargen classify predict")
     for command in (["classify", "predict", "some text"], ["classify", "eval", text]):
