@@ -12,7 +12,8 @@ For each task (langid, section), in one run:
      and one `--from-run` a character model (the classifier's size) trained for --text-minutes on the
      unlabelled text of the training pages, fine-tuned and with its core frozen, each at --few-budget,
      each with --seeds training seeds (the seed moves the starting weights, the batch order and the
-     validation split; with 100 labels a class it moved accuracy by up to 0.03): the mean and the range.
+     validation split; with 100 labels a class it moved accuracy by up to 0.03): their mean, and each
+     seed's accuracy in the row's name.
 Every chargen step runs the real command line; figures are test-set accuracy and macro-F1.
 """
 from __future__ import annotations
@@ -86,13 +87,18 @@ def baselines(train: tuple[list[str], list[str]], test: tuple[list[str], list[st
     return rows
 
 
+def method_name(extra: list[str]) -> str:
+    """A table row's name: the chargen command's options."""
+    return f"chargen classify {' '.join(extra)}".strip()
+
+
 def classifier(name: str, train_csv: Path, test_csv: Path, env: dict, extra: list[str]) -> dict:
     t0 = time.perf_counter()
     chargen("classify", "train", str(train_csv), "--run", name, *extra, env=env)
     seconds = time.perf_counter() - t0
     figures = json.loads(chargen("classify", "eval", "--run", name, str(test_csv), "--json", env=env))
     steps = json.loads((Path(env["CHARGEN_CHECKPOINTS"]) / name / "config.json").read_text())["metrics"]["steps"]
-    return {"method": f"chargen classify {' '.join(extra)}".strip(), "accuracy": figures["accuracy"],
+    return {"method": method_name(extra), "accuracy": figures["accuracy"],
             "macro_f1": figures["macro_f1"], "seconds": seconds, "steps": steps}
 
 
@@ -102,7 +108,7 @@ def seeded(name: str, train_csv: Path, test_csv: Path, env: dict, extra: list[st
     runs = [classifier(f"{name}-s{seed}", train_csv, test_csv, env, [*extra, "--rng-seed", str(seed)])
             for seed in [1337, *range(1, seeds)]]
     each = ", ".join(f"{r['accuracy']:.3f}" for r in runs)
-    return {"method": f"chargen classify {' '.join(extra)}".strip() + (f" (seeds: {each})" if seeds > 1 else ""),
+    return {"method": method_name(extra) + (f" (seeds: {each})" if seeds > 1 else ""),
             **{k: float(np.mean([r[k] for r in runs])) for k in ("accuracy", "macro_f1", "seconds")},
             "steps": round(np.mean([r["steps"] for r in runs]))}
 
@@ -131,6 +137,8 @@ def main() -> None:
     parser.add_argument("--threads", default="1", help="torch threads of each chargen process (OMP_NUM_THREADS); "
                         "1 on a shared machine, where two threads waiting on each other ran 10x slower")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be at least 1, not {args.seeds}")
     budget = args.budget.split()
     few_budget = budget if args.few_budget is None else args.few_budget.split()
     work = Path(tempfile.mkdtemp(prefix="classify-bench-"))

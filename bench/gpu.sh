@@ -31,17 +31,17 @@ step() {  # step NAME SECONDS COMMAND...: run it with a time limit, log it, say 
 step environment 20 bash -c "nvidia-smi; $py -c 'import torch; print(torch.__version__, \"CUDA\", torch.version.cuda,
 \"cuDNN\", torch.backends.cudnn.version(), torch.cuda.get_device_name(0), \"NCCL\", torch.cuda.nccl.version())'"
 # The model, kernel and gradient tests under this machine's torch (CI runs the whole suite on CPUs).
-step tests 120 $py -m pytest -q -x -m "not slow" tests/test_model.py tests/test_fastpaths.py tests/test_gradients.py
+step tests 100 $py -m pytest -q -x -m "not slow" tests/test_model.py tests/test_fastpaths.py tests/test_gradients.py
 # Training with mixed precision (auto = bf16/fp16 autocast on CUDA) and cuDNN's GRU, 45 s each: automatic
 # sizing (its probe on the GPU: the "sizing:" line, which must pick a larger model than on a CPU), the fixed
 # defaults, then a size a GPU can afford; their validation figures are the GPU rows of the quality table.
-step train-sized 75 $py cli.py train "$corpus" --checkpoint "$runs/sized" --max-time 45 --device cuda
+step train-sized 70 $py cli.py train "$corpus" --checkpoint "$runs/sized" --max-time 45 --device cuda
 grep -h "sizing:" "$out/train-sized.log"
-step train-default 75 $py cli.py train "$corpus" --checkpoint "$runs/default" --max-time 45 --device cuda \
+step train-default 70 $py cli.py train "$corpus" --checkpoint "$runs/default" --max-time 45 --device cuda \
     --sizing fixed
-step train-large 75 $py cli.py train "$corpus" --checkpoint "$runs/large" --max-time 45 --device cuda \
+step train-large 70 $py cli.py train "$corpus" --checkpoint "$runs/large" --max-time 45 --device cuda \
     --hidden 1024 --layers 3 --batch-size 128
-step train-fp32 75 $py cli.py train "$corpus" --checkpoint "$runs/fp32" --max-time 45 --device cuda \
+step train-fp32 70 $py cli.py train "$corpus" --checkpoint "$runs/fp32" --max-time 45 --device cuda \
     --precision fp32 --sizing fixed
 # Data-parallel training over NCCL (one GPU: one process, which still goes through NCCL and DDP).
 step ddp-nccl 60 torchrun --standalone --nproc_per_node=1 -m chargen train "$corpus" --checkpoint "$runs/ddp" \
@@ -50,8 +50,10 @@ step ddp-nccl 60 torchrun --standalone --nproc_per_node=1 -m chargen train "$cor
 # and the series head on CUDA.
 step sample 45 bash -c "time $py cli.py generate --checkpoint $runs/large --length 20000 --seed ROMEO: >/dev/null"
 step series 45 $py cli.py series train --synthetic noisy-sine --checkpoint "$runs/sine" --device cuda
-# The classifier head on CUDA with mixed precision (whole texts, padded batches), then read back on the CPU.
+# The classifier head on CUDA with mixed precision (whole texts, padded batches), then read back on the CPU
+# (eval, and inspect's split of the logits). The step limits add up to 595 s.
 step classify 45 bash -c "$py cli.py classify train examples/reviews.csv --text review --label sentiment \
     --checkpoint $runs/sent --max-steps 60 --device cuda && $py cli.py classify eval --checkpoint $runs/sent \
-    examples/reviews_held_out.csv"
+    examples/reviews_held_out.csv && printf 'What a wonderful film.' > $out/review.txt && \
+    $py cli.py inspect --checkpoint $runs/sent $out/review.txt"
 echo "logs in $out"

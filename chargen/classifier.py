@@ -75,16 +75,13 @@ class TextClassifier(nn.Module):
         last character, `mean` and `max` mask the padding out; `mean-max` is the two side by side
         (a cue that occurs once in a long text is averaged away by the mean, not by the max).
         """
-        B, T = ids.shape
+        B = ids.shape[0]
         mode = self.config.pooling
         takes_mean, takes_max = mode in ("mean", "mean-max"), mode in ("max", "mean-max")
-        hidden = None
         last = total = ids.new_zeros((B, self.config.hidden), dtype=torch.float32)
         peak = ids.new_full((B, self.config.hidden), -math.inf, dtype=torch.float32)
         rows = torch.arange(B, device=ids.device)
-        for start in range(0, T, CHUNK):
-            out, hidden = self.core(self.embed(ids[:, start:start + CHUNK]), hidden)  # (B, t, H)
-            out = out.float()
+        for start, out in self.read(ids):
             t = out.shape[1]
             if mode == "last":
                 at = lengths - 1 - start                                   # (B,) position in this chunk
@@ -102,21 +99,28 @@ class TextClassifier(nn.Module):
         return torch.cat(parts, dim=1)
 
 
+    def read(self, ids: torch.Tensor):
+        """Yield (start, the top layer's states (B, t, H) in fp32) for each CHUNK of ids (B, T), the state
+        carried from chunk to chunk: the same as one call, with the memory of a long text bounded."""
+        hidden = None
+        for start in range(0, ids.shape[1], CHUNK):
+            out, hidden = self.core(self.embed(ids[:, start:start + CHUNK]), hidden)
+            yield start, out.float()
+
     @torch.no_grad()
     def contributions(self, text_ids: np.ndarray) -> torch.Tensor:
         """(classes, T): what the state after each character of one text (ids (T,)) adds to each class's
-        logit. With the head's bias they sum exactly to the logits of `forward` in eval mode.
+        logit. With the head's bias they sum exactly to the logits of `forward`. Eval mode only: dropout
+        would break the sum.
 
         The head is linear in the pooled vector, so each pooled part splits over the characters: the mean
         gives w . h_t / T to every t, the max gives unit j's w_j h_tj to the t where unit j peaked, and the
         last state telescopes into the steps w . (h_t - h_{t-1}).
         """
+        if self.training:
+            raise ValueError("contributions() needs the model in eval mode (dropout off): call .eval() first")
         ids = torch.as_tensor(np.asarray(text_ids, dtype=np.int64), device=self.head.weight.device)
-        hidden, outs = None, []
-        for start in range(0, len(ids), CHUNK):
-            out, hidden = self.core(self.embed(ids[None, start:start + CHUNK]), hidden)  # (1, t, H)
-            outs.append(out[0].float())
-        states = torch.cat(outs)                                   # (T, H) the top layer after each character
+        states = torch.cat([out[0] for _, out in self.read(ids[None])])  # (T, H) the top layer after each character
         weight, size = self.head.weight.float(), self.config.hidden  # (classes, H or 2H)
         mode = self.config.pooling
         if mode == "last":
@@ -128,7 +132,7 @@ class TextClassifier(nn.Module):
             total += states @ weight[:, :size].T / len(ids)
             column = size
         if mode in ("max", "mean-max"):
-            units, at = torch.arange(size, device=ids.device), states.argmax(0)        # (H,) where each unit peaked
+            units, at = torch.arange(size, device=ids.device), states.argmax(0)  # (H,) where each unit peaked
             peaks = torch.zeros_like(states)
             peaks[at, units] = states[at, units]                   # each unit's value at its peak only
             total += peaks @ weight[:, column:column + size].T

@@ -1,10 +1,12 @@
-"""`chargen inspect` on a classifier run: which characters moved its decision, and which way.
+"""`chargen inspect` on a classifier run: where in the text its decision was made, and which way.
 
-The classifier's head is linear in the pooled states, so its logits split exactly over the characters
-(`TextClassifier.contributions`). The report colours each character by what the state after it added to
-the margin of the predicted class over the runner-up: red toward the prediction, blue toward the
-runner-up. The colours are relative (the strongest character of the text is the end of the scale); the
-sum of all of them and the head's bias is the margin itself, which the report prints.
+The classifier's head is linear in the pooled states, so its logits split exactly over the states after
+each character (`TextClassifier.contributions`). The report colours each character by what the state
+after it (the model's memory of the text up to there) added to the margin of the predicted class over the
+runner-up: red toward the prediction, blue toward the runner-up. The colours are relative (the strongest
+push of the text either way is the end of the scale); the sum of all of them and the head's bias is the
+margin itself, which the report prints. With max pooling only the positions where some unit peaked add
+anything, so most of a text stays white.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
 STRONGEST_WORDS = 5  # the words that pushed hardest each way, listed under the text
 
 
-def words(text: str) -> list[tuple[int, int]]:
+def word_spans(text: str) -> list[tuple[int, int]]:
     """[start, end) of each run of letters and digits (a word), in order."""
     spans, start = [], None
     for i, ch in enumerate(text + " "):
@@ -36,7 +38,7 @@ def strongest_words(text: str, values: np.ndarray, sign: float, k: int = STRONGE
     """The k distinct words whose characters add the most to the margin in the direction of `sign` (+1 or
     -1), each with that sum: ["word +0.42", ...], strongest first; words that push the other way are left out."""
     totals: dict[str, float] = {}
-    for start, end in words(text):
+    for start, end in word_spans(text):
         w = text[start:end]
         totals[w] = totals.get(w, 0.0) + float(values[start:end].sum())
     chosen = sorted((w for w, v in totals.items() if v * sign > 0), key=lambda w: -totals[w] * sign)[:k]
@@ -46,16 +48,17 @@ def strongest_words(text: str, values: np.ndarray, sign: float, k: int = STRONGE
 def decision_report(run: ClassifierRun, text: str, name: str = "text") -> Report:
     """The report on one text (already read and cut) of a classifier run: its probabilities and every
     character's push."""
-    from chargen.classifier import predict_proba
-
     model, config, run_dir = run.model, run.model.config, run.run_dir
     ids = run.vocab.encode_normalized(text)
-    probs = predict_proba(model, [ids])[0]
+    per_class = model.contributions(ids).double().cpu().numpy()    # (classes, T)
+    biases = model.head.bias.detach().double().cpu().numpy()       # (classes,)
+    logits = per_class.sum(1) + biases                             # one pass of the core gives both
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
     ranked = np.argsort(-probs, kind="stable")
     best, second = int(ranked[0]), int(ranked[1])
-    per_class = model.contributions(ids).double().cpu().numpy()    # (classes, T)
     values = per_class[best] - per_class[second]                   # (T,) the margin, split over the text
-    bias = float(model.head.bias.detach()[best] - model.head.bias.detach()[second])
+    bias = float(biases[best] - biases[second])
     label, other = run.labels[best], run.labels[second]
     no_bits = np.full(len(ids), np.nan)  # a classifier predicts no characters: the report's bits are empty
     report = Report(f"{run_dir.name} ({config.layers}x{config.hidden} {config.cell.upper()}, {config.pooling} "
@@ -63,13 +66,13 @@ def decision_report(run: ClassifierRun, text: str, name: str = "text") -> Report
                     Recording(text, ids, no_bits, config.cell, config.layers, config.hidden),
                     [run.vocab.id_to_char(i) for i in range(len(run.vocab))])
     report.add(PlainLine("   ".join(f"{run.labels[i]} {probs[i]:.3f}" for i in ranked)))
-    report.add(Legend(f"each character's push on the choice of {label} over {other}", UNIT_STOPS,
+    report.add(Legend(f"what the state after each character adds to {label} over {other}", UNIT_STOPS,
                       [(-1, f"toward {other}"), (0, "neither"), (1, f"toward {label}")],
-                      f"underlined: at least {ACTIVE_VALUE:g} of the strongest push toward {label}"))
+                      f"underlined: toward {label}, at least {ACTIVE_VALUE:g} of the text's strongest push"))
     scale = float(np.abs(values).max()) or 1.0
     report.add(Shaded(0, len(text), values, UNIT_STOPS, f"{label} over {other}", ACTIVE_VALUE, scale))
     report.add(PlainLine(f"the margin of {label} over {other}: {values.sum() + bias:+.3f} (logits) = "
-                         f"{values.sum():+.3f} from the characters {bias:+.3f} from the head's bias"))
+                         f"{values.sum():+.3f} (characters) {bias:+.3f} (head's bias)"))
     for sign, side in ((1.0, label), (-1.0, other)):
         found = strongest_words(text, values, sign)
         report.add(PlainLine(f"words toward {side}: {', '.join(found) if found else 'none'}"))

@@ -4,7 +4,7 @@
     python cli.py generate [--run NAME] [--seed TEXT] [--length N] [--temperature T] ...
     python cli.py eval [--run NAME] FILE
     python cli.py interactive [--run NAME] [--temperature T] [--length N] ...
-    python cli.py inspect [--run NAME] FILE [--neurons find | --neuron L:U] [--html PAGE]
+    python cli.py inspect [--run NAME] FILE [--neurons find | --neuron L:U] [--html PAGE]   (classifier: FILE only)
     python cli.py series train|forecast|eval ...
     python cli.py classify train|eval|predict ...
     python cli.py serve [--run NAME ...] [--host H] [--port P]
@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Colour a text by the bits the model spent on each character (default), "
                             "by one hidden unit (--neuron), or find the units that track quotes, brackets, line "
                             "position, word starts, upper case and digits (--neurons find). On a classifier run "
-                            "(chargen classify train): the file is one text, and each character is coloured by how "
-                            "far it pushed the decision toward the predicted class or the runner-up.")
+                            "(chargen classify train): the file is one text, and each character is coloured by what "
+                            "the state after it adds to the predicted class over the runner-up.")
     add_run_options(p)
     p.add_argument("file", help="text file to look at")
     units = p.add_mutually_exclusive_group()

@@ -521,32 +521,35 @@ def run_inspect(run_dir: Path, file: Path, *, neuron: str | None = None, find: b
         raise UserError(f"--max-chars must be at least 2, not {max_chars}")
     if top < 1:
         raise UserError(f"--top must be at least 1, not {top}")
+    is_classifier = read_config(run_dir)["model"].get("head") == "classify"
+    if is_classifier and (neuron is not None or find or html is not None):
+        raise UserError(f"{run_dir} is a text-classifier run: inspect shows which characters moved its "
+                        "decision; --neuron, --neurons and --html are for character-model runs")
     if html is not None and not Path(html).resolve().parent.is_dir():
         raise UserError(f"--html {html}: the folder {Path(html).parent} does not exist; create it or choose another "
                         "path")
-    classifier = None
-    if read_config(run_dir)["model"].get("head") == "classify":
+    if is_classifier:
         from chargen.classifier import load_classifier
         from chargen.classify_inspect import decision_report
 
-        if neuron is not None or find or html is not None:
-            raise UserError(f"{run_dir} is a text-classifier run: inspect shows which characters moved its "
-                            "decision; --neuron, --neurons and --html are for character-model runs")
         classifier = load_classifier(checkpoint=run_dir)
         normalize = classifier.vocab.normalize
     else:
         normalize = char_run(run_dir)[0].normalize  # read the text as the model was trained to see it
     text = read_text(Path(file), encoding=encoding, normalize=normalize).text
+    if is_classifier:  # the file is one text: its final line ending is the file's, not the text's
+        text = text.removesuffix("\n")
     full = len(text)
     text = text[:max_chars]
-    if classifier is not None:
+    if is_classifier:
         report = decision_report(classifier, text, Path(file).name)
     else:
         report = inspect_text(run_dir, text, name=Path(file).name, neuron=neuron, find=find, top=top,
                               predictions=html is not None)
     if full > max_chars:
-        report.notices.insert(0, f"{file} has {full:,} characters: showing the first {max_chars:,} "
-                                 "(raise --max-chars to see more)")
+        shown = ("classifying and showing only the first {:,}: the decision on the whole text may differ" if
+                 is_classifier else "showing the first {:,}").format(max_chars)
+        report.notices.insert(0, f"{file} has {full:,} characters: {shown} (raise --max-chars to see more)")
     for notice in report.notices:
         info(notice)
     if html is not None:

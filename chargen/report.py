@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from chargen.display import escape
-from chargen.vocab import UNK_ID
+from chargen.vocab import UNK_ID, Vocab
 
 # Bits at or above which a character counts as surprising when colour is off (p < 1/16).
 SURPRISING_BITS = 4.0
@@ -58,12 +58,12 @@ class Recording:
         return self.total_bits() / max(len(self.text) - 1, 1)
 
 
-def unknown_notice(vocab, text: str, ids: np.ndarray) -> str | None:
+def unknown_notice(vocab: Vocab, text: str, ids: np.ndarray) -> str | None:
     """The notice naming the characters of `text` the model does not know (None when it knows them all)."""
     count = int((ids == UNK_ID).sum())
     if not count:
         return None
-    return (f"{count} characters unknown to the model (fed as <unk>): "
+    return (f"{count} character{'s' if count > 1 else ''} unknown to the model (fed as <unk>): "
             f"{' '.join(repr(c) for c in vocab.unknown(text)[:10])}")
 
 

@@ -189,9 +189,10 @@ def test_each_characters_contributions_add_up_to_the_logits(pooling, cell, monke
 
 def test_inspect_on_a_classifier_shows_the_words_that_moved_it(toy_run, tmp_path, capsys):
     path = tmp_path / "review.txt"
-    path.write_text("good great lovely nice fine awful", encoding="utf-8")
+    path.write_text("good great lovely nice fine awful\n", encoding="utf-8")  # as an editor saves it
     rc, out, err = chargen(capsys, "inspect", "--checkpoint", toy_run, path)
     assert rc == 0, err
+    assert "unknown" not in err  # the file's last line ending is not read as part of the text
     probs = load_classifier(checkpoint=toy_run).predict(["good great lovely nice fine awful"])[1][0]
     assert "-> pos" in out and f"pos {probs[1]:.3f}" in out and f"neg {probs[0]:.3f}" in out
     assert "good great lovely nice fine awful" in out  # the text itself, shaded (plain into a pipe)
@@ -200,9 +201,18 @@ def test_inspect_on_a_classifier_shows_the_words_that_moved_it(toy_run, tmp_path
     toward_pos = out.split("words toward pos: ")[1].splitlines()[0]
     toward_neg = out.split("words toward neg: ")[1].splitlines()[0]
     assert "good" in toward_pos and "awful" in toward_neg and "awful" not in toward_pos
-    for option in (["--neuron", "1:0"], ["--html", str(tmp_path / "p.html")]):
+    for option in (["--neuron", "1:0"], ["--neurons", "find"], ["--html", str(tmp_path / "absent" / "p.html")]):
         one_line_error(chargen(capsys, "inspect", "--checkpoint", toy_run, path, *option), "text-classifier run",
                        "character-model runs")
+
+
+def test_inspect_on_a_classifier_says_when_the_text_is_cut(toy_run, tmp_path, capsys):
+    path = tmp_path / "long.txt"
+    path.write_text("good " * 40 + "awful " * 40, encoding="utf-8")
+    rc, out, err = chargen(capsys, "inspect", "--checkpoint", toy_run, path, "--max-chars", "50")
+    assert rc == 0, err
+    assert "classifying and showing only the first 50" in err and "may differ" in err
+    assert "awful" not in out.split("words toward")[0]  # only the first 50 characters were read
 
 
 # -- predict and eval on the command line ----------------------------------------------------------------
