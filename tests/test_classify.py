@@ -126,12 +126,17 @@ def test_scores_macro_f1_counts_each_class_the_same():
 
 
 # -- the model ------------------------------------------------------------------------------------------
+def small_classifier(cell: str, pooling: str) -> TextClassifier:
+    """A 2x12 classifier of 3 classes over 9 ids, seeded, in eval mode."""
+    torch.manual_seed(0)
+    return TextClassifier(ModelConfig(cell=cell, hidden=12, layers=2, embedding=6, head="classify", vocab_size=9,
+                                      outputs=3, pooling=pooling)).eval()
+
+
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, monkeypatch):
-    torch.manual_seed(0)
-    model = TextClassifier(ModelConfig(cell=cell, hidden=12, layers=2, embedding=6, head="classify",
-                                       vocab_size=9, outputs=3, pooling=pooling)).eval()
+    model = small_classifier(cell, pooling)
     texts = [np.array([1, 2, 3, 4, 5]), np.arange(1, 9).repeat(3)[:23], np.array([7])]
     with torch.no_grad():
         together, _ = model(pad_batch(texts, torch.device("cpu")))
@@ -175,9 +180,7 @@ def test_a_rising_loss_does_not_unseat_fewer_errors():
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_each_characters_contributions_add_up_to_the_logits(pooling, cell, monkeypatch):
-    torch.manual_seed(0)
-    model = TextClassifier(ModelConfig(cell=cell, hidden=12, layers=2, embedding=6, head="classify",
-                                       vocab_size=9, outputs=3, pooling=pooling)).eval()
+    model = small_classifier(cell, pooling)
     text = np.arange(1, 9).repeat(3)[:23]
     with torch.no_grad():
         logits = model(pad_batch([text], torch.device("cpu")))[0][0]
