@@ -467,6 +467,7 @@ def inspect_text(run_dir: Path, text: str, *, name: str = "text", neuron: str | 
     """
     from chargen.api import load
     from chargen.stepper import NumpyStepper
+
     _, m = char_run(run_dir)
     # A typo in the unit fails now, before the model is loaded and run.
     index = None if neuron is None else parse_unit(neuron, m["cell"], m["layers"], m["hidden"])
