@@ -98,7 +98,6 @@ class TextClassifier(nn.Module):
         parts = ([total / lengths[:, None].to(total.dtype)] if takes_mean else []) + ([peak] if takes_max else [])
         return torch.cat(parts, dim=1)
 
-
     def read(self, ids: torch.Tensor):
         """Yield (start, the top layer's states (B, t, H) in fp32) for each CHUNK of ids (B, T), the state
         carried from chunk to chunk: the same as one call, with the memory of a long text bounded."""

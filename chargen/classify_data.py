@@ -48,8 +48,9 @@ class ClassifyConfig:
     train_chars: int = 1000     # characters of a text read while training (prediction reads them all)
     freeze_core: bool = False   # with --from-run: train only the head (and not the embedding or core)
     # With --from-run: the trained embedding and core learn at this fraction of --lr (the new head at --lr).
-    # 0.1 beat 1 (the whole model at one rate) by 0.02 on both benchmark tasks with 100 labels a class, and
-    # 0.3 on one (BENCHMARKS.md, "Text classification"): at the full rate the core unlearns its text model.
+    # With 100 labels a class, 0.1 was ahead of 1 (the whole model at one rate) by 0.02 on both benchmark
+    # tasks, one seed each: about the spread of three seeds (0.01-0.03), so a lean, not a proof. At the full
+    # rate the core unlearns its text model (BENCHMARKS.md, "Text classification").
     core_lr_scale: float = 0.1
 
     def validate(self) -> "ClassifyConfig":
