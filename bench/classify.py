@@ -6,8 +6,9 @@ logistic regression, on the sets bench/classify_sets.py builds from the installe
     python bench/classify.py --data /tmp/classify-bench
 
 For each task (langid, section), in one run:
-  1. all training texts: the two baselines, then `chargen classify train` with each --poolings (default:
-     mean, chargen's own) at --budget, each scored by `chargen classify eval` on the held-out pages;
+  1. all training texts: the two baselines, then `chargen classify train` with each of --arms (default:
+     the sized defaults and --sizing fixed) at --budget, each scored by `chargen classify eval` on the
+     held-out pages;
   2. few labels (--few per class, drawn with a fixed seed): the baselines, a classifier from scratch,
      and one `--from-run` a character model (the classifier's size) trained for --text-minutes on the
      unlabelled text of the training pages, fine-tuned and with its core frozen, each at --few-budget,
@@ -97,8 +98,9 @@ def classifier(name: str, train_csv: Path, test_csv: Path, env: dict, extra: lis
     chargen("classify", "train", str(train_csv), "--run", name, *extra, env=env)
     seconds = time.perf_counter() - t0
     figures = json.loads(chargen("classify", "eval", "--run", name, str(test_csv), "--json", env=env))
-    steps = json.loads((Path(env["CHARGEN_CHECKPOINTS"]) / name / "config.json").read_text())["metrics"]["steps"]
-    return {"method": method_name(extra), "accuracy": figures["accuracy"],
+    config = json.loads((Path(env["CHARGEN_CHECKPOINTS"]) / name / "config.json").read_text())
+    steps, model = config["metrics"]["steps"], config["model"]
+    return {"method": f"{method_name(extra)} ({model['layers']}x{model['hidden']})", "accuracy": figures["accuracy"],
             "macro_f1": figures["macro_f1"], "seconds": seconds, "steps": steps}
 
 
@@ -124,7 +126,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="the folder classify_sets.py wrote")
     parser.add_argument("--tasks", nargs="+", default=["langid", "section"])
-    parser.add_argument("--poolings", nargs="+", default=["mean"], help="poolings of the full part (default: mean)")
+    parser.add_argument("--arms", nargs="+", default=["", "--sizing fixed"],
+                        help="chargen option sets of the full part, a classifier each (default: '' and '--sizing "
+                        "fixed', the sized defaults and the fixed 1x256 they replace)")
     parser.add_argument("--few", type=int, default=100, help="labelled texts per class in the few-label part")
     parser.add_argument("--budget", default="", help="budget options of each classifier training, e.g. "
                         "'--max-steps 150' (default: chargen's own time limit)")
@@ -134,6 +138,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds of each few-label classifier: the "
                         "table gives their mean (default: 3)")
     parser.add_argument("--skip-full", action="store_true", help="only the few-label part")
+    parser.add_argument("--skip-few", action="store_true", help="only the part with all training texts")
     parser.add_argument("--threads", default="1", help="torch threads of each chargen process (OMP_NUM_THREADS); "
                         "1 on a shared machine, where two threads waiting on each other ran 10x slower")
     args = parser.parse_args()
@@ -150,10 +155,12 @@ def main() -> None:
         train, test = read(train_csv), read(test_csv)
         if not args.skip_full:
             rows = baselines(train, test)
-            rows += [classifier(f"{task}-{p}", train_csv, test_csv, env, ["--pooling", p, *budget])
-                     for p in args.poolings]
+            rows += [classifier(f"{task}-arm{i}", train_csv, test_csv, env, [*arm.split(), *budget])
+                     for i, arm in enumerate(args.arms)]
             table(f"{task}: {len(train[0])} training texts, {len(test[0])} test texts, "
                   f"{len(set(train[1]))} classes", rows)
+        if args.skip_few:
+            continue
         small = few(*train, args.few, seed=0)
         small_csv = work / f"{task}_few.csv"
         write(small_csv, *small)

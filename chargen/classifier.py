@@ -87,8 +87,8 @@ class TextClassifier(nn.Module):
     def pool(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, pooled_size): each direction's top-layer states over each text's own characters, pooled, side
         by side (forward first)."""
-        return torch.cat([self.pool_states(self.read(core, text), lengths) for core, text in self.readings(ids, lengths)],
-                         dim=1)
+        pooled = [self.pool_states(self.read(core, text), lengths) for core, text in self.readings(ids, lengths)]
+        return torch.cat(pooled, dim=1)
 
     def pool_states(self, chunks, lengths: torch.Tensor) -> torch.Tensor:
         """(B, hidden), or (B, 2 hidden) for mean-max: one core's states, (start, (B, t, H)) chunks from
@@ -251,9 +251,16 @@ class ClassifyTask:
         epoch, k = divmod(step, self.steps_per_epoch)
         if self._plan is None or self._plan[0] != epoch:
             self._plan = (epoch, self.epoch_batches(epoch))
-        chosen = self._plan[1][k]
+        return self.batch_of(self._plan[1][k])
+
+    def batch_of(self, chosen: np.ndarray) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """((ids (B, T), lengths (B,)), class ids (B,)) of these training texts (indices)."""
         return (pad_batch([self.train_ids[i] for i in chosen], self.device),
                 torch.as_tensor(self.train_y[chosen], device=self.device))
+
+    def padded_chars(self, chosen: np.ndarray) -> int:
+        """Characters a step on these training texts reads: B x the longest, padding included."""
+        return len(chosen) * max(len(self.train_ids[i]) for i in chosen)
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Cross-entropy; output (B, classes) logits, target (B,) class ids; weighted with --balance."""
@@ -300,8 +307,11 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
     settings: the text and label fields, validation fraction, --balance, --train-chars, --freeze-core.
     from_run: a character-model run whose vocabulary, embedding and core start the model (its
     architecture wins over `model`; `model_options` are the options the user set, for the notice).
+    Sizing (chargen.classify_sizing, unless config.sizing is "fixed"): with a time budget and no --from-run,
+    the core's width is chosen for the texts and the machine unless given: "hidden" in `model_options` when
+    passed (the command line's way), otherwise any `model` passed (a ModelConfig given is used as it is).
     """
-    from chargen.api import DEFAULT_TIME
+    from chargen.api import DEFAULT_TIME, explicit_settings
     from chargen.model import build_model, count_parameters
     from chargen.run_setup import start_run
 
@@ -358,6 +368,18 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
         val_ids = [vocab.encode(t) for t in val_texts]
 
         model_config.head, model_config.vocab_size, model_config.outputs = "classify", len(vocab), len(names)
+        task = ClassifyTask(train_ids, train_y, val_ids, val_y, len(names), config.batch_size, config.rng_seed,
+                            started.device, weights)
+        config.batch_size = task.batch_size
+        sizing = None
+        width_given = "hidden" in explicit_settings(model, None, model_options, None)
+        if (config.sizing == "auto" and base_weights is None and not width_given and config.max_time
+                and not (config.max_steps or config.epochs)):
+            from chargen.classify_sizing import choose_width
+
+            sized = choose_width(model_config, config, task, started.device, started.amp_dtype)
+            info(sized.line())
+            model_config.hidden, sizing = sized.hidden, sized.record()
         torch.manual_seed(config.rng_seed)
         net = build_model(model_config)
         if base_weights is not None:
@@ -366,9 +388,6 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
             if settings.freeze_core:
                 for p in [*net.embed.parameters(), *net.core.parameters()]:
                     p.requires_grad_(False)
-        task = ClassifyTask(train_ids, train_y, val_ids, val_y, len(names), config.batch_size, config.rng_seed,
-                            started.device, weights)
-        config.batch_size = task.batch_size
         run_info = {
             "classify": {"labels": names, "settings": settings.to_dict(),
                          "data": {"name": examples.name, "path": str(data), "sha256": examples.sha256,
@@ -376,6 +395,7 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
                                   "val": len(val_texts), "validation": validation},
                          "from_run": None if base_dir is None else str(base_dir)},
             "vocab_size": len(vocab),
+            **({"sizing": sizing} if sizing else {}),
         }
         vocab.save(run_dir / TOKENIZER)
         start = f"from {base_dir}" + (" (core frozen)" if settings.freeze_core else "") if base_dir else "from scratch"

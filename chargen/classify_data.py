@@ -34,6 +34,11 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # improving at the end (BENCHMARKS.md, "Text classification"). These replace ModelConfig's defaults for a
 # classifier trained from scratch (options still override; --from-run takes the text run's model).
 CLASSIFY_MODEL_DEFAULTS = {"hidden": 256, "layers": 1, "embedding": 32, "dropout": 0.3}
+# Automatic sizing (chargen/classify_sizing.py): with a time budget, the widest core that makes this many
+# steps in it; --hidden's default as --help says it.
+SIZING_MIN_STEPS = 700
+CLASSIFY_SIZED_HIDDEN = (f"sized to the texts, the budget and this machine's speed; "
+                         f"{CLASSIFY_MODEL_DEFAULTS['hidden']} with --sizing fixed or a step budget")
 IMBALANCE_RATIO = 3.0   # largest / smallest class above which the imbalance is pointed out
 
 

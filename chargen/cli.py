@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
     p.add_argument("--from-run", metavar="RUN", help="fine-tune: start from this run's weights and vocabulary (a run "
                    "name or directory); its architecture is kept, new characters are added")
-    add_config_options(p, ModelConfig, "model", skip=("pooling", "bidirectional", "ensemble"), defaults=SIZED_OPTION_DEFAULTS)
+    add_config_options(p, ModelConfig, "model", skip=("pooling", "bidirectional", "ensemble"),
+                       defaults=SIZED_OPTION_DEFAULTS)
     add_config_options(p, TrainConfig, "training", defaults=SIZED_OPTION_DEFAULTS)
     p.set_defaults(func=cmd_train)
 
@@ -522,15 +523,14 @@ def _series_run_to_show(args: argparse.Namespace) -> SeriesRun:
 
 
 # -- text classification ----------------------------------------------------------------------------
-# The training options that mean something else for a classifier.
-CLASSIFY_OPTION_HELP = {"batch_size": "texts per step",
-                        "epochs": "stop after this many passes over the training texts (0 = no limit)"}
-
-
 def add_classify_parser(commands) -> None:
     """`classify train | eval | predict`: the recurrent core read over a whole text, a pooled linear head."""
-    from chargen.classify_data import CLASSIFY_MODEL_DEFAULTS, ClassifyConfig
+    from chargen.classify_data import CLASSIFY_MODEL_DEFAULTS, CLASSIFY_SIZED_HIDDEN, SIZING_MIN_STEPS, ClassifyConfig
 
+    helps = {"batch_size": "texts per step",  # the training options that mean something else for a classifier
+             "epochs": "stop after this many passes over the training texts (0 = no limit)",
+             "sizing": f"auto: with a time budget, the widest core that makes {SIZING_MIN_STEPS} steps in it at this "
+                       "machine's measured speed (unless --hidden is given); fixed: the defaults"}
     defaults = ClassifyConfig()
     classify = commands.add_parser("classify", help="text classification: train, eval, predict",
                                    description="Give each text one of a set of labels (sentiment, language, "
@@ -566,8 +566,9 @@ def add_classify_parser(commands) -> None:
     p.add_argument("--core-lr-scale", type=float, metavar="F",
                    help="with --from-run: the trained embedding and core learn at this fraction of --lr, the new "
                         f"head at --lr (default: {defaults.core_lr_scale:g})")
-    add_config_options(p, ModelConfig, "model", defaults=CLASSIFY_MODEL_DEFAULTS, skip=("tie_weights", "ensemble"))
-    add_config_options(p, TrainConfig, "training", helps=CLASSIFY_OPTION_HELP, skip=("seq_len", "sizing"))
+    add_config_options(p, ModelConfig, "model", defaults={**CLASSIFY_MODEL_DEFAULTS, "hidden": CLASSIFY_SIZED_HIDDEN},
+                       skip=("tie_weights", "ensemble"))
+    add_config_options(p, TrainConfig, "training", helps=helps, skip=("seq_len",))
     p.set_defaults(func=cmd_classify_train)
 
     p = sub.add_parser("eval", help="accuracy, macro-F1 and the confusion matrix on a labelled file")

@@ -34,6 +34,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -169,23 +170,24 @@ def parameters_of(model: ModelConfig) -> int:
         return count_parameters(build_model(dataclasses.replace(model)))
 
 
-def measure_chars_per_s(model: ModelConfig, streams: int, seq_len: int, train: TrainConfig, device: torch.device,
-                        amp_dtype: torch.dtype | None) -> float:
-    """Training characters per second of this model on this device: a few real steps on random characters."""
+def time_steps(model: ModelConfig, batches: Callable[[], list], loss_of: Callable, train: TrainConfig,
+               device: torch.device, amp_dtype: torch.dtype | None) -> list[float]:
+    """Seconds of real training steps (forward, loss, backward, clipping, optimizer step) of a new model of
+    this config on each of `batches()` (inputs, target) but the first, which is untimed (allocation, kernel
+    choice). loss_of(output, target) -> the loss. The random state is left as it was."""
     from chargen.loop import make_optimizer
     from chargen.model import build_model
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         net = build_model(dataclasses.replace(model)).to(device).train()
         optimizer = make_optimizer(net, train, device)
-        ids = torch.randint(0, model.vocab_size, (streams, seq_len + 1), device=device)
         times = []
-        for step in range(1 + PROBE_TIMED_STEPS):
+        for step, (inputs, target) in enumerate(batches()):
             _synchronize(device)
             start = time.perf_counter()
             with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
-                logits, _ = net(ids[:, :-1])
-                loss = nn.functional.cross_entropy(logits.float().flatten(0, 1), ids[:, 1:].flatten())
+                output, _ = net(inputs)
+                loss = loss_of(output, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(net.parameters(), train.clip)
@@ -193,7 +195,20 @@ def measure_chars_per_s(model: ModelConfig, streams: int, seq_len: int, train: T
             _synchronize(device)
             if step:
                 times.append(time.perf_counter() - start)
-    return streams * seq_len / min(times)
+    return times
+
+
+def measure_chars_per_s(model: ModelConfig, streams: int, seq_len: int, train: TrainConfig, device: torch.device,
+                        amp_dtype: torch.dtype | None) -> float:
+    """Training characters per second of this model on this device: a few real steps on random characters."""
+    def batches() -> list:
+        ids = torch.randint(0, model.vocab_size, (streams, seq_len + 1), device=device)
+        return [(ids[:, :-1], ids[:, 1:])] * (1 + PROBE_TIMED_STEPS)
+
+    def loss_of(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits.float().flatten(0, 1), target.flatten())
+
+    return streams * seq_len / min(time_steps(model, batches, loss_of, train, device, amp_dtype))
 
 
 def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: torch.device,

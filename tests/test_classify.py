@@ -126,17 +126,18 @@ def test_scores_macro_f1_counts_each_class_the_same():
 
 
 # -- the model ------------------------------------------------------------------------------------------
-def small_classifier(cell: str, pooling: str) -> TextClassifier:
+def small_classifier(cell: str, pooling: str, bidirectional: bool = False) -> TextClassifier:
     """A 2x12 classifier of 3 classes over 9 ids, seeded, in eval mode."""
     torch.manual_seed(0)
     return TextClassifier(ModelConfig(cell=cell, hidden=12, layers=2, embedding=6, head="classify", vocab_size=9,
-                                      outputs=3, pooling=pooling)).eval()
+                                      outputs=3, pooling=pooling, bidirectional=bidirectional)).eval()
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, monkeypatch):
-    model = small_classifier(cell, pooling)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, bidirectional, monkeypatch):
+    model = small_classifier(cell, pooling, bidirectional)
     texts = [np.array([1, 2, 3, 4, 5]), np.arange(1, 9).repeat(3)[:23], np.array([7])]
     with torch.no_grad():
         together, _ = model(pad_batch(texts, torch.device("cpu")))
@@ -145,6 +146,19 @@ def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, monkeypa
         chunked, _ = model(pad_batch(texts, torch.device("cpu")))
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(chunked, together, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_the_backward_core_reads_each_text_from_its_own_end(pooling):
+    model = small_classifier("gru", pooling, bidirectional=True)
+    texts = [np.array([1, 2, 3, 4, 5]), np.array([8, 6, 4, 2, 1, 3, 5, 7, 2]), np.array([7])]
+    ids, lengths = pad_batch(texts, torch.device("cpu"))  # the short texts padded after their end
+    with torch.no_grad():
+        backward = model.pool(ids, lengths)[:, -model.pooled_size // 2:]
+        for row, text in enumerate(texts):
+            reversed_alone = torch.as_tensor(text[::-1].copy())[None]
+            expected = model.pool_states(model.read(model.back_core, reversed_alone), torch.tensor([len(text)]))
+            torch.testing.assert_close(backward[row:row + 1], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_small_real_training_learns_a_separable_task(toy_run, tmp_path):
@@ -179,8 +193,9 @@ def test_a_rising_loss_does_not_unseat_fewer_errors():
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_each_characters_contributions_add_up_to_the_logits(pooling, cell, monkeypatch):
-    model = small_classifier(cell, pooling)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_each_characters_contributions_add_up_to_the_logits(pooling, cell, bidirectional, monkeypatch):
+    model = small_classifier(cell, pooling, bidirectional)
     text = np.arange(1, 9).repeat(3)[:23]
     with torch.no_grad():
         logits = model(pad_batch([text], torch.device("cpu")))[0][0]
@@ -318,3 +333,52 @@ def test_a_trained_core_learns_at_its_fraction_of_the_rate_and_the_new_head_at_t
     one_line_error(chargen(capsys, "classify", "train", path, "--text", "review", "--label", "sentiment",
                            "--core-lr-scale", "0.3", "--checkpoint", tmp_path / "y"), "--core-lr-scale", "--from-run")
     assert not (tmp_path / "y").exists()
+
+
+# -- sizing ---------------------------------------------------------------------------------------------
+def test_sizing_takes_the_widest_width_that_makes_its_steps_in_the_budget():
+    from chargen.classify_sizing import LADDER, MIN_STEPS, STEP_SHARE, choose_width
+
+    rng = np.random.default_rng(0)
+    texts = [rng.integers(1, 9, size=int(n)) for n in rng.integers(5, 200, size=96)]
+    task = ClassifyTask(texts, np.arange(96) % 2, [], np.zeros(0, dtype=np.int64), 2, 16, 0, torch.device("cpu"))
+    typical = np.mean([task.padded_chars(b) for b in task.epoch_batches(0)])  # characters of a step
+    # seconds per character per hidden unit squared: a machine where 1x192 makes 1.2 x MIN_STEPS in 300 s
+    per_char = 300.0 * STEP_SHARE / (1.2 * MIN_STEPS * 192 ** 2 * typical)
+    measured = []
+
+    def measure(config, batches):  # a step's time grows with its characters and the width squared
+        measured.append(config.hidden)
+        return [per_char * config.hidden ** 2 * inputs[0].numel() for inputs, _ in batches[1:]]
+
+    budget = TrainConfig(max_time=300.0)
+    steps = {h: 300.0 * STEP_SHARE / (per_char * h * h * typical) for h in LADDER}
+    assert steps[192] >= MIN_STEPS > steps[256]  # the machine is as meant
+    chosen = choose_width(ModelConfig(hidden=256, layers=1, head="classify"), budget, task, torch.device("cpu"), None,
+                          measure)
+    assert chosen.hidden == 192 and chosen.steps == pytest.approx(steps[192], rel=1e-6)
+    assert measured == [64, 96, 128, 192, 256]  # the probe stops at the first width that falls short
+    assert chosen.passes == pytest.approx(chosen.steps / task.steps_per_epoch)
+
+    measured.clear()
+    per_char = 1e-5  # a machine too slow for any: the narrowest, probed alone
+    slow = choose_width(ModelConfig(hidden=256, layers=1, head="classify"), budget, task, torch.device("cpu"), None,
+                        measure)
+    assert slow.hidden == 64 and slow.steps < MIN_STEPS and measured == [64]
+
+
+def test_sizing_chooses_the_width_only_when_the_user_did_not(tmp_path, capsys):
+    path = write_csv(tmp_path / "r.csv", separable(120, seed=5))
+    fields = ("--text", "review", "--label", "sentiment", "--embedding", "8")
+    widths = {}
+    for name, options in {"auto": ("--max-time", "3s"), "given": ("--max-time", "3s", "--hidden", "24"),
+                          "steps": ("--max-steps", "2"), "fixed": ("--max-time", "2s", "--sizing", "fixed")}.items():
+        rc, _, err = chargen(capsys, "classify", "train", path, *fields, *options, "--checkpoint", tmp_path / name)
+        assert rc == 0, err
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        widths[name] = (config["model"]["hidden"], config.get("sizing"))
+        assert ("sizing: " in err) == (name == "auto")
+    hidden, sizing = widths["auto"]
+    assert sizing["hidden"] == hidden and sizing["steps"] > 0 and sizing["budget"] == "3s"
+    assert widths["given"] == (24, None) and widths["steps"] == (256, None) and widths["fixed"] == (256, None)
+    assert load_classifier(checkpoint=tmp_path / "auto").model.config.hidden == hidden
