@@ -38,11 +38,10 @@ BUCKET_POOL = 50        # batches' worth of shuffled texts sorted by length toge
 
 
 class TextClassifier(nn.Module):
-    """Embedding -> the recurrent core, read over the whole text (and with `bidirectional` a second core
-    reading it from its end) -> pooled states -> dropout -> linear.
+    """Embedding -> the recurrent core, read over the whole text -> pooled state -> dropout -> linear.
 
     The embedding and core are named as in CharLM (`embed`, `core`), so a text run's weights load into
-    them as they are; the backward core (`back_core`) starts fresh.
+    them as they are.
     """
 
     def __init__(self, config: ModelConfig):
@@ -51,23 +50,14 @@ class TextClassifier(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embedding)
         self.core = RecurrentCore(config.cell, config.embedding, config.hidden, config.layers, config.dropout)
-        self.back_core = (RecurrentCore(config.cell, config.embedding, config.hidden, config.layers, config.dropout)
-                          if config.bidirectional else None)
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(self.pooled_size, config.outputs)
+        self.head = nn.Linear(config.hidden * (2 if config.pooling == "mean-max" else 1), config.outputs)
         nn.init.normal_(self.embed.weight, std=1.0)  # as CharLM's (untied) embedding
         self.trained_lr_scale = 1.0  # learning-rate factor of the embedding and core (--core-lr-scale)
 
-    @property
-    def pooled_size(self) -> int:
-        """Width of the pooled vector: hidden per pooled statistic (mean-max: 2) per direction."""
-        return (self.config.hidden * (2 if self.config.pooling == "mean-max" else 1)
-                * (2 if self.config.bidirectional else 1))
-
     def lr_scale_of(self, name: str) -> float:
         """The learning-rate factor of a parameter: trained_lr_scale for the embedding and core (set when
-        they come from a text run, which a full learning rate would unlearn), 1 for the new head and the
-        backward core."""
+        they come from a text run, which a full learning rate would unlearn), 1 for the new head."""
         return self.trained_lr_scale if name.startswith(("embed.", "core.")) else 1.0
 
     def forward(self, batch: tuple[torch.Tensor, torch.Tensor], hidden=None) -> tuple[torch.Tensor, None]:
@@ -75,43 +65,30 @@ class TextClassifier(nn.Module):
         ids, lengths = batch
         return self.head(self.drop(self.pool(ids, lengths))), None
 
-    def readings(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[tuple[RecurrentCore, torch.Tensor]]:
-        """(core, ids (B, T)) of each direction: the texts as they are, and with `bidirectional` each text
-        reversed within its own length (the padding stays at the end, so the masks of `pool` still hold)."""
-        if self.back_core is None:
-            return [(self.core, ids)]
-        at = torch.arange(ids.shape[1], device=ids.device)[None, :]
-        mirrored = lengths[:, None] - 1 - at                               # (B, T) the position read at step t
-        return [(self.core, ids), (self.back_core, ids.gather(1, torch.where(mirrored >= 0, mirrored, at)))]
-
     def pool(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, pooled_size): each direction's top-layer states over each text's own characters, pooled, side
-        by side (forward first)."""
-        pooled = [self.pool_states(self.read(core, text), lengths) for core, text in self.readings(ids, lengths)]
-        return torch.cat(pooled, dim=1)
+        """(B, hidden), or (B, 2 hidden) for mean-max: the top layer's states over each text's own
+        characters, pooled.
 
-    def pool_states(self, chunks, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, hidden), or (B, 2 hidden) for mean-max: one core's states, (start, (B, t, H)) chunks from
-        `read`, pooled over each text's own characters.
-
-        Padding after a text's end is read too (the batch is one rectangle) but never pooled: `last` takes
-        the state at the text's last character, `mean` and `max` mask the padding out; `mean-max` is the
-        two side by side (a cue that occurs once in a long text is averaged away by the mean, not by the max).
+        The text is read CHUNK characters at a time with the state carried, which is the same
+        computation as one call but bounds the memory of a long text. Padding after a text's end is
+        read too (the batch is one rectangle) but never pooled: `last` takes the state at the text's
+        last character, `mean` and `max` mask the padding out; `mean-max` is the two side by side
+        (a cue that occurs once in a long text is averaged away by the mean, not by the max).
         """
-        B = lengths.shape[0]
+        B = ids.shape[0]
         mode = self.config.pooling
         takes_mean, takes_max = mode in ("mean", "mean-max"), mode in ("max", "mean-max")
-        last = total = lengths.new_zeros((B, self.config.hidden), dtype=torch.float32)
-        peak = lengths.new_full((B, self.config.hidden), -math.inf, dtype=torch.float32)
-        rows = torch.arange(B, device=lengths.device)
-        for start, out in chunks:
+        last = total = ids.new_zeros((B, self.config.hidden), dtype=torch.float32)
+        peak = ids.new_full((B, self.config.hidden), -math.inf, dtype=torch.float32)
+        rows = torch.arange(B, device=ids.device)
+        for start, out in self.read(ids):
             t = out.shape[1]
             if mode == "last":
                 at = lengths - 1 - start                                   # (B,) position in this chunk
                 here = (at >= 0) & (at < t)
                 last = torch.where(here[:, None], out[rows, at.clamp(0, t - 1)], last)
                 continue
-            valid = (start + torch.arange(t, device=lengths.device))[None, :] < lengths[:, None]  # (B, t)
+            valid = (start + torch.arange(t, device=ids.device))[None, :] < lengths[:, None]  # (B, t)
             if takes_mean:
                 total = total + (out * valid[..., None]).sum(1)
             if takes_max:
@@ -121,55 +98,44 @@ class TextClassifier(nn.Module):
         parts = ([total / lengths[:, None].to(total.dtype)] if takes_mean else []) + ([peak] if takes_max else [])
         return torch.cat(parts, dim=1)
 
-    def read(self, core: RecurrentCore, ids: torch.Tensor):
-        """Yield (start, the core's top-layer states (B, t, H) in fp32) for each CHUNK of ids (B, T), the
-        state carried from chunk to chunk: the same as one call, with the memory of a long text bounded."""
+    def read(self, ids: torch.Tensor):
+        """Yield (start, the top layer's states (B, t, H) in fp32) for each CHUNK of ids (B, T), the state
+        carried from chunk to chunk: the same as one call, with the memory of a long text bounded."""
         hidden = None
         for start in range(0, ids.shape[1], CHUNK):
-            out, hidden = core(self.embed(ids[:, start:start + CHUNK]), hidden)
+            out, hidden = self.core(self.embed(ids[:, start:start + CHUNK]), hidden)
             yield start, out.float()
 
     @torch.no_grad()
     def contributions(self, text_ids: np.ndarray) -> torch.Tensor:
-        """(classes, T): what the states after each character of one text (ids (T,)) add to each class's
+        """(classes, T): what the state after each character of one text (ids (T,)) adds to each class's
         logit. With the head's bias they sum exactly to the logits of `forward`. Eval mode only: dropout
         would break the sum.
 
         The head is linear in the pooled vector, so each pooled part splits over the characters: the mean
         gives w . h_t / T to every t, the max gives unit j's w_j h_tj to the t where unit j peaked, and the
-        last state telescopes into the steps w . (h_t - h_{t-1}). The backward core's states are computed
-        in reading order and put back at the characters they read.
+        last state telescopes into the steps w . (h_t - h_{t-1}).
         """
         if self.training:
             raise ValueError("contributions() needs the model in eval mode (dropout off): call .eval() first")
-        ids = torch.as_tensor(np.asarray(text_ids, dtype=np.int64), device=self.head.weight.device)[None]
-        weight = self.head.weight.float()                                  # (classes, pooled_size)
-        block = weight.shape[1] // (2 if self.config.bidirectional else 1)  # the columns of one direction
-        total = weight.new_zeros(ids.shape[1], weight.shape[0])            # (T, classes)
-        for d, (core, text) in enumerate(self.readings(ids, ids.new_tensor([ids.shape[1]]))):
-            states = torch.cat([out[0] for _, out in self.read(core, text)])  # (T, H) in reading order
-            part = self.position_logits(states, weight[:, d * block:(d + 1) * block])
-            total += part if d == 0 else part.flip(0)
-        return total.T
-
-    def position_logits(self, states: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """(T, classes): one direction's states (T, H) split over the positions through its head columns
-        (classes, H or 2H)."""
-        size, mode = self.config.hidden, self.config.pooling
+        ids = torch.as_tensor(np.asarray(text_ids, dtype=np.int64), device=self.head.weight.device)
+        states = torch.cat([out[0] for _, out in self.read(ids[None])])  # (T, H) the top layer after each character
+        weight, size = self.head.weight.float(), self.config.hidden  # (classes, H or 2H)
+        mode = self.config.pooling
         if mode == "last":
             steps = states - torch.cat([states.new_zeros(1, size), states[:-1]])
-            return steps @ weight.T
-        total = states.new_zeros(states.shape[0], weight.shape[0])
+            return (steps @ weight.T).T
+        total = states.new_zeros(len(ids), weight.shape[0])        # (T, classes)
         column = 0
         if mode in ("mean", "mean-max"):
-            total += states @ weight[:, :size].T / states.shape[0]
+            total += states @ weight[:, :size].T / len(ids)
             column = size
         if mode in ("max", "mean-max"):
-            units, at = torch.arange(size, device=states.device), states.argmax(0)  # (H,) where each unit peaked
+            units, at = torch.arange(size, device=ids.device), states.argmax(0)  # (H,) where each unit peaked
             peaks = torch.zeros_like(states)
             peaks[at, units] = states[at, units]                   # each unit's value at its peak only
             total += peaks @ weight[:, column:column + size].T
-        return total
+        return total.T
 
 
 def pad_batch(ids: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -281,7 +247,7 @@ class ClassifyTask:
 
 # -- training -----------------------------------------------------------------------------------------
 def _transfer(from_run: str | Path, wanted: ModelConfig, model_options: dict) -> tuple[ModelConfig, Vocab, dict, Path]:
-    """A text run's model settings (with `wanted`'s dropout, pooling and directions), vocabulary and embedding + core
+    """A text run's model settings (with `wanted`'s dropout and pooling), vocabulary and embedding + core
     weights (its model is loaded with chargen.api.load, which checks the run)."""
     from chargen.api import load, run_path
 
@@ -292,7 +258,7 @@ def _transfer(from_run: str | Path, wanted: ModelConfig, model_options: dict) ->
     if kept:
         info(f"--from-run keeps {base_dir}'s model; ignoring {', '.join('--' + k for k in kept)}")
     config = ModelConfig.from_dict({**base_config["model"], "dropout": wanted.dropout, "pooling": wanted.pooling,
-                                    "bidirectional": wanted.bidirectional, "tie_weights": False})
+                                    "tie_weights": False})
     weights = {k: v for k, v in base.state_dict().items() if k.startswith(("embed.", "core."))}
     return config, vocab, weights, base_dir
 

@@ -13,10 +13,10 @@ Both tasks peak at a width that makes about 700-1,000 steps, although language i
 over its texts half as often as the section task there: a width must afford the steps, not the passes.
 On an AVX-512 machine with bf16, where a 1x256 made 1,300-1,800 steps in 5 minutes, it beat a 1x128.
 
-So with a time budget a probe times a few real training steps (real batches of the training texts, the
-run's device and precision) of each width of the ladder, small to large, and the widest width that would
-make MIN_STEPS steps in the budget is chosen (the narrowest when none would). A step or epoch budget,
---from-run (the base's core) or an explicit --hidden keeps the width as it is.
+So with a time budget a probe times a few real training steps (a real batch of the training texts, of
+the median size; the run's device and precision) of each width of the ladder, small to large, and the
+widest width that would make MIN_STEPS steps in the budget is chosen (the narrowest when none would). A
+step or epoch budget, --from-run (the base's core) or an explicit --hidden keeps the width as it is.
 """
 from __future__ import annotations
 
@@ -60,27 +60,24 @@ class ClassifySizing:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
 
 
-def probe_batches(task, count: int) -> list:
-    """`count` real training batches of typical size: those of the first epoch at evenly spaced quantiles
-    of their padded size (B x the longest text), so that neither the shortest nor the longest texts set the
-    measured speed."""
-    batches = task.epoch_batches(0)
-    order = sorted(range(len(batches)), key=lambda i: task.padded_chars(batches[i]))
-    picks = [order[round((k + 1) * (len(order) - 1) / (count + 1))] for k in range(count)]
-    return [task.batch_of(batches[i]) for i in picks]
+def typical_batch(task) -> tuple:
+    """The real training batch of the first epoch with the median padded size (B x the longest text)."""
+    batches = sorted(task.epoch_batches(0), key=task.padded_chars)
+    return task.batch_of(batches[len(batches) // 2])
 
 
 def choose_width(model: ModelConfig, train: TrainConfig, task, device: torch.device,
                  amp_dtype: torch.dtype | None, measure=None) -> ClassifySizing:
     """The width for a time budget (train.max_time): see the module's docstring.
 
-    task: the run's ClassifyTask; measure(model, batches) -> seconds of each timed step, the first batch
-    untimed (a parameter so that tests can give the machine's speed; by default real steps here).
+    task: the run's ClassifyTask; measure(model, batches) -> seconds of each step but the first (a parameter
+    so that tests can give the machine's speed; by default real steps here). The fastest step of the median
+    batch, scaled to the average step's characters, is a step's time.
     """
-    batches = probe_batches(task, 1 + PROBE_TIMED_STEPS)
-    timed_chars = sum(inputs[0].numel() for inputs, _ in batches[1:])
+    batch = typical_batch(task)
+    batches = [batch] * (1 + PROBE_TIMED_STEPS)  # one shape: the first step's set-up is not timed again
     epoch = task.epoch_batches(0)
-    step_chars = sum(task.padded_chars(b) for b in epoch) / len(epoch)  # a typical step's characters
+    step_chars = sum(task.padded_chars(b) for b in epoch) / len(epoch)  # an average step's characters
     if measure is None:
         def measure(config: ModelConfig, batches: list) -> list[float]:
             return time_steps(config, lambda: batches, task.loss, train, device, amp_dtype)
@@ -90,7 +87,7 @@ def choose_width(model: ModelConfig, train: TrainConfig, task, device: torch.dev
     chosen = None
     for hidden in LADDER:
         config = dataclasses.replace(model, hidden=hidden)
-        step_s = step_chars * sum(measure(config, batches)) / timed_chars
+        step_s = step_chars * min(measure(config, batches)) / batch[0][0].numel()
         steps = train.max_time * STEP_SHARE / step_s
         if chosen is not None and steps < MIN_STEPS:
             break  # wider ones make fewer steps still

@@ -114,8 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-binary", action="store_true", help="train even on a file that looks binary")
     p.add_argument("--from-run", metavar="RUN", help="fine-tune: start from this run's weights and vocabulary (a run "
                    "name or directory); its architecture is kept, new characters are added")
-    add_config_options(p, ModelConfig, "model", skip=("pooling", "bidirectional", "ensemble"),
-                       defaults=SIZED_OPTION_DEFAULTS)
+    add_config_options(p, ModelConfig, "model", skip=("pooling", "ensemble"), defaults=SIZED_OPTION_DEFAULTS)
     add_config_options(p, TrainConfig, "training", defaults=SIZED_OPTION_DEFAULTS)
     p.set_defaults(func=cmd_train)
 

@@ -75,10 +75,6 @@ class ModelConfig:
     # Classify head: the states over a text -> one vector; mean measured best (BENCHMARKS.md, classifier).
     pooling: str = option("mean", "classifier: how the states over a text become one vector (mean-max: both, side "
                           "by side)", choices=POOLINGS)
-    # Classify head: a second core reads each text from its end, so that every position's pooled state
-    # knows the text on both sides of it, not only what came before.
-    bidirectional: bool = option(False, "classifier: a second core reads each text backward; both cores' pooled "
-                                 "states feed the head (--hidden is per direction)")
     # Series head: networks trained side by side from different starting weights, their median the forecast.
     ensemble: int = option(1, "series: networks trained side by side from different starting weights; the "
                            "forecast is their median", minimum=1)

@@ -58,7 +58,7 @@ SERIES_OPTION_HELP = {
 }
 SERIES_OPTION_DEFAULTS = {**SERIES_MODEL_DEFAULTS, **SERIES_TRAIN_DEFAULTS, "max_steps": "sized to the series",
                           "eval_every": "sized to the series", "max_time": "30s when no budget is given, else none"}
-SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len", "pooling", "bidirectional")
+SERIES_UNUSED_OPTIONS = ("tie_weights", "seq_len", "pooling")
 
 
 @dataclass

@@ -126,18 +126,17 @@ def test_scores_macro_f1_counts_each_class_the_same():
 
 
 # -- the model ------------------------------------------------------------------------------------------
-def small_classifier(cell: str, pooling: str, bidirectional: bool = False) -> TextClassifier:
+def small_classifier(cell: str, pooling: str) -> TextClassifier:
     """A 2x12 classifier of 3 classes over 9 ids, seeded, in eval mode."""
     torch.manual_seed(0)
     return TextClassifier(ModelConfig(cell=cell, hidden=12, layers=2, embedding=6, head="classify", vocab_size=9,
-                                      outputs=3, pooling=pooling, bidirectional=bidirectional)).eval()
+                                      outputs=3, pooling=pooling)).eval()
 
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, bidirectional, monkeypatch):
-    model = small_classifier(cell, pooling, bidirectional)
+def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, monkeypatch):
+    model = small_classifier(cell, pooling)
     texts = [np.array([1, 2, 3, 4, 5]), np.arange(1, 9).repeat(3)[:23], np.array([7])]
     with torch.no_grad():
         together, _ = model(pad_batch(texts, torch.device("cpu")))
@@ -146,19 +145,6 @@ def test_a_text_reads_the_same_alone_padded_or_in_chunks(pooling, cell, bidirect
         chunked, _ = model(pad_batch(texts, torch.device("cpu")))
     torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(chunked, together, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("pooling", POOLINGS)
-def test_the_backward_core_reads_each_text_from_its_own_end(pooling):
-    model = small_classifier("gru", pooling, bidirectional=True)
-    texts = [np.array([1, 2, 3, 4, 5]), np.array([8, 6, 4, 2, 1, 3, 5, 7, 2]), np.array([7])]
-    ids, lengths = pad_batch(texts, torch.device("cpu"))  # the short texts padded after their end
-    with torch.no_grad():
-        backward = model.pool(ids, lengths)[:, -model.pooled_size // 2:]
-        for row, text in enumerate(texts):
-            reversed_alone = torch.as_tensor(text[::-1].copy())[None]
-            expected = model.pool_states(model.read(model.back_core, reversed_alone), torch.tensor([len(text)]))
-            torch.testing.assert_close(backward[row:row + 1], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_small_real_training_learns_a_separable_task(toy_run, tmp_path):
@@ -193,9 +179,8 @@ def test_a_rising_loss_does_not_unseat_fewer_errors():
 
 @pytest.mark.parametrize("pooling", POOLINGS)
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_each_characters_contributions_add_up_to_the_logits(pooling, cell, bidirectional, monkeypatch):
-    model = small_classifier(cell, pooling, bidirectional)
+def test_each_characters_contributions_add_up_to_the_logits(pooling, cell, monkeypatch):
+    model = small_classifier(cell, pooling)
     text = np.arange(1, 9).repeat(3)[:23]
     with torch.no_grad():
         logits = model(pad_batch([text], torch.device("cpu")))[0][0]
