@@ -50,10 +50,11 @@ step ddp-nccl 60 torchrun --standalone --nproc_per_node=1 -m chargen train "$cor
 # and the series head on CUDA.
 step sample 45 bash -c "time $py cli.py generate --checkpoint $runs/large --length 20000 --seed ROMEO: >/dev/null"
 step series 45 $py cli.py series train --synthetic noisy-sine --checkpoint "$runs/sine" --device cuda
-# The classifier head on CUDA with mixed precision (whole texts, padded batches), then read back on the CPU
-# (eval, and inspect's split of the logits). The step limits add up to 595 s.
+# The classifier head on CUDA with mixed precision (whole texts, padded batches; a time budget, so its sizing
+# probe times CUDA steps), then read back on the CPU (eval, and inspect's split of the logits). The step
+# limits add up to 595 s.
 step classify 45 bash -c "$py cli.py classify train examples/reviews.csv --text review --label sentiment \
-    --checkpoint $runs/sent --max-steps 60 --device cuda && $py cli.py classify eval --checkpoint $runs/sent \
+    --checkpoint $runs/sent --max-time 15s --device cuda && $py cli.py classify eval --checkpoint $runs/sent \
     examples/reviews_held_out.csv && printf 'What a wonderful film.' > $out/review.txt && \
     $py cli.py inspect --checkpoint $runs/sent $out/review.txt"
 echo "logs in $out"
