@@ -273,9 +273,10 @@ def train_classifier(data: str | Path, run: str | None = None, *, checkpoint: st
     settings: the text and label fields, validation fraction, --balance, --train-chars, --freeze-core.
     from_run: a character-model run whose vocabulary, embedding and core start the model (its
     architecture wins over `model`; `model_options` are the options the user set, for the notice).
-    Sizing (chargen.classify_sizing, unless config.sizing is "fixed"): with a time budget and no --from-run,
-    the core's width is chosen for the texts and the machine unless given: "hidden" in `model_options` when
-    passed (the command line's way), otherwise any `model` passed (a ModelConfig given is used as it is).
+    Sizing (chargen.classify_sizing, unless config.sizing is "fixed"): with a time budget, no step or epoch
+    limit and no --from-run, the core's width is chosen for the texts and the machine unless given: "hidden"
+    in `model_options` when passed (the command line's way), otherwise any `model` passed (a ModelConfig
+    given is used as it is).
     """
     from chargen.api import DEFAULT_TIME, explicit_settings
     from chargen.model import build_model, count_parameters

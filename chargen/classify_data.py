@@ -38,7 +38,8 @@ CLASSIFY_MODEL_DEFAULTS = {"hidden": 256, "layers": 1, "embedding": 32, "dropout
 # steps in it; --hidden's default as --help says it.
 SIZING_MIN_STEPS = 700
 CLASSIFY_SIZED_HIDDEN = (f"sized to the texts, the budget and this machine's speed; "
-                         f"{CLASSIFY_MODEL_DEFAULTS['hidden']} with --sizing fixed or a step budget")
+                         f"{CLASSIFY_MODEL_DEFAULTS['hidden']} with --sizing fixed or a step or epoch limit; the "
+                         "base's with --from-run")
 IMBALANCE_RATIO = 3.0   # largest / smallest class above which the imbalance is pointed out
 
 

@@ -528,8 +528,9 @@ def add_classify_parser(commands) -> None:
 
     helps = {"batch_size": "texts per step",  # the training options that mean something else for a classifier
              "epochs": "stop after this many passes over the training texts (0 = no limit)",
-             "sizing": f"auto: with a time budget, the widest core that makes {SIZING_MIN_STEPS} steps in it at this "
-                       "machine's measured speed (unless --hidden is given); fixed: the defaults"}
+             "sizing": f"auto: with a time budget and no step or epoch limit, the widest core that makes "
+                       f"{SIZING_MIN_STEPS} steps in it at this machine's measured speed (unless --hidden or "
+                       "--from-run is given); fixed: the defaults"}
     defaults = ClassifyConfig()
     classify = commands.add_parser("classify", help="text classification: train, eval, predict",
                                    description="Give each text one of a set of labels (sentiment, language, "

@@ -34,7 +34,8 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
+from functools import partial
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -258,7 +259,7 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
         # the characters are fixed: the width nearest the compute-optimal size for them
         return abs(math.log(parameters / compute_optimal_parameters(effective))), choice
 
-    probe_allowance = max(PROBE_SHARE * train.max_time, min(PROBE_FLOOR, 0.1 * train.max_time))
+    allowance = probe_allowance(train.max_time)
     parameters_of(model)  # the first call imports the model code: not the probe's time
     probe_start = time.perf_counter()
     probed: list[tuple[int, int, float | None]] = []  # (hidden, parameters, measured characters/s)
@@ -269,18 +270,13 @@ def choose(model: ModelConfig, train: TrainConfig, train_chars: int, device: tor
             break  # a model this large for this text would memorise it
         rate = None
         if train.max_time:
-            if probed and time.perf_counter() - probe_start > probe_allowance:
+            if probed and time.perf_counter() - probe_start > allowance:
                 break  # the probe has had its share of the budget: keep the best width measured
-            try:
-                rate = world * measure(dataclasses.replace(model, hidden=hidden), max(1, streams // world), seq_len,
-                                       train, device, amp_dtype)
-            except torch.cuda.OutOfMemoryError:
-                if not probed:
-                    raise
+            rate = if_it_fits(partial(measure, dataclasses.replace(model, hidden=hidden), max(1, streams // world),
+                                      seq_len, train, device, amp_dtype), device, first=not probed)
+            if rate is None:
                 break  # the accelerator cannot hold this width: the largest that fits is the limit
-            finally:
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
+            rate *= world
         probed.append((hidden, parameters, rate))
         rates = smoothed_rates([(n, r) for _, n, r in probed]) if train.max_time else [None] * len(probed)
         scored = [candidate(h, n, r) for (h, n, _), r in zip(probed, rates)]
@@ -324,9 +320,33 @@ def apply(sizing: Sizing, model: ModelConfig, train: TrainConfig) -> tuple[Model
     return model, train
 
 
+def probe_allowance(max_time: float) -> float:
+    """Seconds a width probe may take: its share of a time budget, but at least PROBE_FLOOR (at most a tenth
+    of the budget)."""
+    return max(PROBE_SHARE * max_time, min(PROBE_FLOOR, 0.1 * max_time))
+
+
+def if_it_fits(measure: Callable[[], Any], device: torch.device, first: bool) -> Any | None:
+    """measure(), or None when the accelerator ran out of memory on a width after the first (the widest that
+    fits is then the limit; on the first width the error stands). The cache is emptied either way, so that
+    the next width or the run starts from free memory."""
+    try:
+        return measure()
+    except torch.cuda.OutOfMemoryError:
+        if first:
+            raise
+        return None
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def _synchronize(device: torch.device) -> None:
+    """Wait for the accelerator's queued work, so that a timing measures it (CPU work is synchronous)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def size_new_run(model: ModelConfig, train: TrainConfig, train_chars: int, device: torch.device,

@@ -3,6 +3,7 @@ texts, predict's output, the wrong-kind-of-run refusals, a real training that le
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import random
@@ -321,49 +322,82 @@ def test_a_trained_core_learns_at_its_fraction_of_the_rate_and_the_new_head_at_t
 
 
 # -- sizing ---------------------------------------------------------------------------------------------
-def test_sizing_takes_the_widest_width_that_makes_its_steps_in_the_budget():
-    from chargen.classify_sizing import LADDER, MIN_STEPS, STEP_SHARE, choose_width
-
+def sizing_task(texts: int, longest: int) -> ClassifyTask:
+    """A task of `texts` random texts of 5 to `longest` ids (9 ids, 2 classes), batch 16."""
     rng = np.random.default_rng(0)
-    texts = [rng.integers(1, 9, size=int(n)) for n in rng.integers(5, 200, size=96)]
-    task = ClassifyTask(texts, np.arange(96) % 2, [], np.zeros(0, dtype=np.int64), 2, 16, 0, torch.device("cpu"))
+    ids = [rng.integers(1, 9, size=int(n)) for n in rng.integers(5, longest, size=texts)]
+    return ClassifyTask(ids, np.arange(texts) % 2, [], np.zeros(0, dtype=np.int64), 2, 16, 0, torch.device("cpu"))
+
+
+SIZED = ModelConfig(hidden=256, layers=1, embedding=8, head="classify", vocab_size=9, outputs=2)
+
+
+def test_sizing_takes_the_widest_width_that_makes_its_steps_in_the_budget():
+    from chargen.classify_sizing import MIN_STEPS, STEP_SHARE, choose_width
+
+    task = sizing_task(400, 200)
     typical = np.mean([task.padded_chars(b) for b in task.epoch_batches(0)])  # characters of a step
     # seconds per character per hidden unit squared: a machine where 1x192 makes 1.2 x MIN_STEPS in 300 s
     per_char = 300.0 * STEP_SHARE / (1.2 * MIN_STEPS * 192 ** 2 * typical)
     measured = []
 
-    def measure(config, batches):  # a step's time grows with its characters and the width squared
-        measured.append(config.hidden)
-        return [per_char * config.hidden ** 2 * inputs[0].numel() for inputs, _ in batches[1:]]
+    def measure(config, batches):  # a step's time grows with its characters and the width squared; the
+        measured.append(config.hidden)  # first timed step is twice as slow (a busy moment), the next not
+        fast = [per_char * config.hidden ** 2 * inputs[0].numel() for inputs, _ in batches[2:]]
+        return [2 * fast[0], *fast]
 
     budget = TrainConfig(max_time=300.0)
-    steps = {h: 300.0 * STEP_SHARE / (per_char * h * h * typical) for h in LADDER}
-    assert steps[192] >= MIN_STEPS > steps[256]  # the machine is as meant
-    chosen = choose_width(ModelConfig(hidden=256, layers=1, head="classify"), budget, task, torch.device("cpu"), None,
-                          measure)
-    assert chosen.hidden == 192 and chosen.steps == pytest.approx(steps[192], rel=1e-6)
+    chosen = choose_width(SIZED, budget, task, torch.device("cpu"), None, measure)
+    assert chosen.hidden == 192 and chosen.steps == pytest.approx(1.2 * MIN_STEPS, rel=1e-6)
     assert measured == [64, 96, 128, 192, 256]  # the probe stops at the first width that falls short
     assert chosen.passes == pytest.approx(chosen.steps / task.steps_per_epoch)
+    assert f"makes {MIN_STEPS} steps" in chosen.line()
 
     measured.clear()
     per_char = 1e-5  # a machine too slow for any: the narrowest, probed alone
-    slow = choose_width(ModelConfig(hidden=256, layers=1, head="classify"), budget, task, torch.device("cpu"), None,
-                        measure)
-    assert slow.hidden == 64 and slow.steps < MIN_STEPS and measured == [64]
+    slow = choose_width(SIZED, budget, task, torch.device("cpu"), None, measure)
+    assert slow.hidden == 64 and slow.steps < MIN_STEPS and measured == [64] and "none makes" in slow.line()
 
 
-def test_sizing_chooses_the_width_only_when_the_user_did_not(tmp_path, capsys):
+def test_sizing_keeps_a_small_set_from_the_widest_core_and_leaves_the_random_state_alone():
+    from chargen.classify_sizing import choose_width
+    from chargen.sizing import PARAMETERS_PER_CHAR, parameters_of, time_steps
+
+    task = sizing_task(40, 100)  # ~2,000 characters: every width would make its steps on them
+    measured = []
+
+    def measure(config, batches):  # real steps on this machine
+        measured.append(config.hidden)
+        return time_steps(config, lambda: batches, task.loss, TrainConfig(), torch.device("cpu"), None)
+
+    limit = PARAMETERS_PER_CHAR * sum(len(x) for x in task.train_ids)
+    state = torch.get_rng_state()
+    chosen = choose_width(SIZED, TrainConfig(max_time=300.0), task, torch.device("cpu"), None, measure)
+    assert torch.equal(torch.get_rng_state(), state)  # the run's seeded start is untouched
+    allowed = [h for h in measured if parameters_of(dataclasses.replace(SIZED, hidden=h)) <= limit]
+    assert chosen.hidden == max(allowed) == measured[-1] < 512
+    assert parameters_of(dataclasses.replace(SIZED, hidden=chosen.hidden * 2)) > limit
+    assert "parameters per training character" in chosen.line()
+
+
+def test_sizing_chooses_the_width_only_when_the_user_did_not(tiny_run, tmp_path, capsys):
+    from chargen.classify_sizing import LADDER
+
     path = write_csv(tmp_path / "r.csv", separable(120, seed=5))
     fields = ("--text", "review", "--label", "sentiment", "--embedding", "8")
+    base_hidden = json.loads((tiny_run / "config.json").read_text())["model"]["hidden"]
     widths = {}
     for name, options in {"auto": ("--max-time", "3s"), "given": ("--max-time", "3s", "--hidden", "24"),
-                          "steps": ("--max-steps", "2"), "fixed": ("--max-time", "2s", "--sizing", "fixed")}.items():
+                          "steps": ("--max-steps", "2"), "epochs": ("--max-time", "3s", "--epochs", "1"),
+                          "fixed": ("--max-time", "2s", "--sizing", "fixed"),
+                          "from-run": ("--max-time", "2s", "--from-run", str(tiny_run))}.items():
         rc, _, err = chargen(capsys, "classify", "train", path, *fields, *options, "--checkpoint", tmp_path / name)
         assert rc == 0, err
         config = json.loads((tmp_path / name / "config.json").read_text())
         widths[name] = (config["model"]["hidden"], config.get("sizing"))
-        assert ("sizing: " in err) == (name == "auto")
+        assert ("sizing: " in err) == (name == "auto"), name
     hidden, sizing = widths["auto"]
-    assert sizing["hidden"] == hidden and sizing["steps"] > 0 and sizing["budget"] == "3s"
-    assert widths["given"] == (24, None) and widths["steps"] == (256, None) and widths["fixed"] == (256, None)
+    assert hidden in LADDER and sizing["hidden"] == hidden and sizing["budget"] == "3s"
     assert load_classifier(checkpoint=tmp_path / "auto").model.config.hidden == hidden
+    assert widths["given"] == (24, None) and widths["from-run"] == (base_hidden, None)
+    assert widths["steps"] == widths["epochs"] == widths["fixed"] == (256, None)
