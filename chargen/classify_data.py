@@ -31,8 +31,9 @@ JSON_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # A classifier reads every character of every text each epoch: one layer reads them faster than the text
 # model's two, so it sees more texts in the budget. A 1x256 GRU with dropout 0.3 was at least level with
 # 1x128, with or without dropout, and with a wider embedding on both benchmark tasks in 2 minutes, and still
-# improving at the end (BENCHMARKS.md, "Text classification"). These replace ModelConfig's defaults for a
-# classifier trained from scratch (options still override; --from-run takes the text run's model).
+# improving at the end (BENCHMARKS.md, "Text classification"; the AVX-512 machine, where it made 1,300-1,800
+# steps in 5 minutes). These replace ModelConfig's defaults for a classifier trained from scratch (options
+# still override; --from-run takes the text run's model); with a time budget, sizing replaces the width.
 CLASSIFY_MODEL_DEFAULTS = {"hidden": 256, "layers": 1, "embedding": 32, "dropout": 0.3}
 # Automatic sizing (chargen/classify_sizing.py): with a time budget, the widest core that makes this many
 # steps in it; --hidden's default as --help says it.
